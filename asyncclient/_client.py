@@ -1,0 +1,345 @@
+"""The Client: owns the HTTP session, decodes answers into Structs, hands out pagers and watches."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterable
+from dataclasses import replace
+from types import TracebackType
+from typing import NoReturn, TypeVar
+
+import aiohttp
+import anyio
+import anyio.abc
+import msgspec
+
+from ._config import (
+    API_KEY_ENV,
+    BASE_URL_ENV,
+    DEFAULT_BASE_URL,
+    LIST_PAGE_MAX,
+    PollPolicy,
+    RetryPolicy,
+    Routes,
+    _check_int,
+    _check_number,
+    validate_api_key,
+    validate_base_url,
+    validate_limit,
+    validate_run_id,
+    validate_skip,
+    validate_status_filter,
+)
+from ._exceptions import ResponseDecodeError
+from ._models import Run, RunPage, run_decoder, run_page_decoder
+from ._pagination import RunIterator
+from ._polling import RunUpdate, Watcher, _raise_single
+from ._transport import DEFAULT_MAX_RESPONSE_BYTES, Transport
+
+if sys.version_info < (3, 11):  # pragma: no cover
+    from exceptiongroup import BaseExceptionGroup
+
+__all__ = ["Client"]
+
+_T = TypeVar("_T")
+
+
+class Client:
+    """An async client for the pre.dev browser-agent runs API.
+
+    Use it as an async context manager (``async with Client() as client``), or call
+    :meth:`aclose` when done. It opens one HTTP session, inside the running event loop, on first
+    use and reuses it for every request.
+
+    Args:
+        api_key: the API key; defaults to the ``PREDEV_API_KEY`` environment variable.
+        base_url: the API origin; defaults to ``PREDEV_BASE_URL``, then ``https://api.pre.dev``.
+            Plain ``http://`` is accepted only for loopback hosts.
+        routes: ``"legacy"`` (``/browser-agent/{id}``, ``/list-browser-agents``) or ``"v1"``
+            (``/api/v1/browser-agents/{id}``, ``/api/v1/browser-agents``).
+        timeout: seconds one request attempt may take, from connecting to the last byte.
+        max_retries: retries of a transient failure (overrides ``retry.max_retries``).
+        retry: the full :class:`RetryPolicy` (delays, cap on ``Retry-After``).
+        poll_policy: the default :class:`PollPolicy` of :meth:`watch` and :meth:`wait`.
+        session: your own ``aiohttp.ClientSession``; the client uses it and never closes it.
+        trust_env: read proxy settings from the environment (off unless asked).
+        max_response_bytes: refuse bodies larger than this (512 MiB by default).
+
+    Raises:
+        ValueError: no key, or an argument that is not acceptable (the message names it).
+    """
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        *,
+        base_url: str | None = None,
+        routes: str = "legacy",
+        timeout: float = 60.0,
+        max_retries: int | None = None,
+        retry: RetryPolicy | None = None,
+        poll_policy: PollPolicy | None = None,
+        session: aiohttp.ClientSession | None = None,
+        trust_env: bool = False,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+    ) -> None:
+        if api_key is None:
+            api_key = os.environ.get(API_KEY_ENV)
+            if api_key is None:
+                raise ValueError(f"no API key: pass api_key= or set {API_KEY_ENV}")
+        key = validate_api_key(api_key)
+        url = validate_base_url(base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL)
+        self._routes = Routes.for_style(routes)
+        _check_number("timeout", timeout, minimum=0)
+        retry = retry or RetryPolicy()
+        if not isinstance(retry, RetryPolicy):
+            raise ValueError("retry must be a RetryPolicy")
+        if max_retries is not None:
+            retry = replace(retry, max_retries=max_retries)
+        if poll_policy is not None and not isinstance(poll_policy, PollPolicy):
+            raise ValueError("poll_policy must be a PollPolicy")
+        if session is not None and not isinstance(session, aiohttp.ClientSession):
+            raise ValueError("session must be an aiohttp.ClientSession")
+        _check_int("max_response_bytes", max_response_bytes, minimum=1)
+        self._base_url = str(url)
+        self._poll_policy = poll_policy or PollPolicy()
+        self._transport = Transport(
+            base_url=url,
+            api_key=key,
+            timeout=float(timeout),
+            retry=retry,
+            session=session,
+            trust_env=bool(trust_env),
+            max_response_bytes=max_response_bytes,
+        )
+        self._task_group: anyio.abc.TaskGroup | None = None
+
+    def __repr__(self) -> str:
+        return f"<Client base_url={self._base_url!r} routes={self._routes.style!r}>"
+
+    def __reduce__(self) -> NoReturn:
+        raise TypeError("a Client holds an API key and an open session; it cannot be pickled")
+
+    @property
+    def base_url(self) -> str:
+        """The API origin requests go to."""
+        return self._base_url
+
+    @property
+    def routes(self) -> str:
+        """``"legacy"`` or ``"v1"``."""
+        return self._routes.style
+
+    @property
+    def requests_sent(self) -> int:
+        """HTTP requests sent so far, retries included."""
+        return self._transport.requests_sent
+
+    @property
+    def retries(self) -> int:
+        """How many of :attr:`requests_sent` were retries."""
+        return self._transport.retries
+
+    async def __aenter__(self) -> Client:
+        task_group = anyio.create_task_group()
+        await task_group.__aenter__()
+        self._task_group = task_group
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        task_group, self._task_group = self._task_group, None
+        try:
+            if task_group is not None:
+                # Only page prefetches run here; leaving the client stops them.
+                task_group.cancel_scope.cancel()
+                try:
+                    return bool(await task_group.__aexit__(exc_type, exc, tb))
+                except BaseExceptionGroup as group:
+                    _raise_single(group)
+                    raise
+            return False
+        finally:
+            await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the HTTP session (unless it was passed in). Safe to call twice."""
+        await self._transport.aclose()
+
+    async def get_run(self, run_id: str, *, include_events: bool = False) -> Run:
+        """Fetch one run by id.
+
+        Args:
+            run_id: the run id, 24 hexadecimal characters.
+            include_events: add every task's event timeline (and ``live_events`` while the run
+                is processing). Timelines can be megabytes: ask only when you need them.
+
+        Returns:
+            The run, decoded.
+
+        Raises:
+            ValueError: ``run_id`` is not 24 hexadecimal characters (no request is made).
+            NotFoundError: no such run for this key.
+            AuthenticationError: the key is missing or invalid.
+            APIStatusError: another non-2xx answer, after retries where retrying is safe.
+            APIConnectionError: no answer, after retries.
+            ResponseDecodeError: the body is not a run.
+        """
+        run_id = validate_run_id(run_id)
+        if not isinstance(include_events, bool):
+            raise ValueError("include_events must be a bool")
+        return await self._fetch_run(run_id, include_events)
+
+    async def _fetch_run(self, run_id: str, include_events: bool) -> Run:
+        path = self._routes.run_path(run_id)
+        params = {"includeEvents": "true"} if include_events else None
+        body = await self._transport.get(path, params)
+        return _decode(run_decoder, body, path)
+
+    async def list_runs(
+        self, *, limit: int = 20, skip: int = 0, status: str | None = None
+    ) -> RunPage:
+        """Fetch one page of this key's runs, newest first.
+
+        Args:
+            limit: page size, 1..100.
+            skip: how many runs to skip, 0 or more.
+            status: ``"processing"``, ``"completed"`` or ``None`` for all (the API cannot filter on
+                ``"failed"``).
+
+        Returns:
+            The page: ``runs`` (list rows: a processing run shows task 0 as a stub and ``None``
+            for the others), ``total`` and ``has_more``.
+
+        Raises:
+            ValueError: an argument is out of range (no request is made).
+            AuthenticationError: the key is missing or invalid.
+            APIStatusError: another non-2xx answer.
+            APIConnectionError: no answer, after retries.
+            ResponseDecodeError: the body is not a page of runs.
+        """
+        limit = validate_limit(limit)
+        skip = validate_skip(skip)
+        status = validate_status_filter(status)
+        return await self._fetch_page(limit, skip, status)
+
+    async def _fetch_page(self, limit: int, skip: int, status: str | None) -> RunPage:
+        params = {"limit": str(limit), "skip": str(skip)}
+        if status is not None:
+            params["status"] = status
+        path = self._routes.list_path
+        body = await self._transport.get(path, params)
+        return _decode(run_page_decoder, body, path)
+
+    def iter_runs(
+        self,
+        *,
+        status: str | None = None,
+        page_size: int = LIST_PAGE_MAX,
+        limit: int | None = None,
+    ) -> RunIterator:
+        """Walk every run of this key, newest first, without losing or repeating one.
+
+        ``async for run in client.iter_runs(): ...`` yields list rows; ``.pages()`` yields them a
+        page at a time. Each run that exists for the whole walk and matches ``status`` for the
+        whole walk is yielded exactly once, even while runs are created or leave the filter:
+        the walk follows its last-seen run instead of trusting offsets (see the README). Runs
+        created during the walk are not yielded; a run that changes status during a filtered
+        walk is yielded at most once. Inside ``async with Client()``, the next page is fetched
+        while you consume the current one.
+
+        Args:
+            status: ``"processing"``, ``"completed"`` or ``None`` for all.
+            page_size: runs per request, 2..100 (default: the API's maximum).
+            limit: stop after this many runs (``None``: all).
+
+        Raises:
+            ValueError: an argument is out of range (raised here, before any request).
+        """
+        start_soon = self._task_group.start_soon if self._task_group is not None else None
+        return RunIterator(
+            self._fetch_page, status=status, page_size=page_size, limit=limit, start_soon=start_soon
+        )
+
+    def watch(
+        self,
+        run_ids: Iterable[str],
+        *,
+        include_events: bool = False,
+        progress: bool = False,
+        policy: PollPolicy | None = None,
+    ) -> Watcher:
+        """Watch many runs at once until each is finished; yields one final update per id.
+
+        ``async with client.watch(ids) as watcher: async for update in watcher: ...``. Each run
+        is polled at once, then on exponential backoff (1 s, ×1.5, capped at 15 s, jittered); a
+        run that answers 404 is retried during ``policy.not_found_grace``; a 401 stops the whole
+        watch; any other error is delivered for that run alone. ``watcher.add(ids)`` adds runs
+        while watching. With ``include_events=True`` polls ask for no events while a run is
+        processing; it is fetched once more, with events, when it has finished.
+
+        Args:
+            run_ids: the run ids (duplicates are watched once).
+            include_events: deliver finished runs with their event timelines.
+            progress: also yield a non-final update whenever a run's ``completed`` count moves.
+            policy: the polling policy (default: the client's ``poll_policy``).
+
+        Raises:
+            ValueError: an id or an argument is not acceptable (before any request).
+        """
+        return Watcher(
+            self._fetch_run,
+            run_ids,
+            include_events=include_events,
+            progress=progress,
+            policy=policy or self._poll_policy,
+        )
+
+    async def wait(
+        self,
+        run_id: str,
+        *,
+        include_events: bool = False,
+        timeout: float | None = None,  # noqa: ASYNC109 - the run's deadline, as users expect
+        policy: PollPolicy | None = None,
+    ) -> Run:
+        """Wait for one run to finish and return it (``completed`` or ``failed``).
+
+        Args:
+            run_id: the run id.
+            include_events: fetch the finished run with its event timelines.
+            timeout: seconds to wait at most (``None``: no limit).
+            policy: the polling policy (default: the client's ``poll_policy``).
+
+        Raises:
+            WatchTimeoutError: the run was still processing after ``timeout`` seconds.
+            NotFoundError: the run does not exist (after ``not_found_grace``).
+            PredevError: any other error that outlived the retries.
+        """
+        validate_run_id(run_id)
+        if timeout is not None:
+            _check_number("timeout", timeout, minimum=0)
+        policy = replace(policy or self._poll_policy, run_timeout=timeout, max_in_flight=1)
+        async with self.watch([run_id], include_events=include_events, policy=policy) as watcher:
+            update: RunUpdate = await watcher.__anext__()
+        if update.error is not None:
+            raise update.error
+        assert update.run is not None
+        return update.run
+
+
+def _decode(decoder: msgspec.json.Decoder[_T], body: bytes, path: str) -> _T:
+    try:
+        return decoder.decode(body)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise ResponseDecodeError(
+            f"the response is not the JSON the API documents: {exc}",
+            method="GET",
+            path=path,
+            body=body,
+        ) from exc

@@ -1,0 +1,181 @@
+"""The error tree.
+
+Every error this library raises on purpose derives from :class:`PredevError`::
+
+    PredevError
+    ├── APIConnectionError          the request did not get an HTTP answer
+    │   └── APITimeoutError         ... because it ran out of time
+    ├── APIStatusError              the server answered with a non-2xx status
+    │   ├── BadRequestError         400 (malformed run id, bad query, BATCH_TOO_LARGE)
+    │   ├── AuthenticationError     401 missing or invalid API key
+    │   ├── PaymentRequiredError    402 SUBSCRIPTION_REQUIRED / INSUFFICIENT_CREDITS
+    │   ├── NotFoundError           404 no such run for this key
+    │   ├── RateLimitError          429 RATE_LIMITED / QUEUE_FULL
+    │   └── ServerError             5xx
+    ├── ResponseDecodeError         a 2xx whose body is not the expected JSON
+    └── WatchTimeoutError           a watched run did not finish before its deadline
+
+Bad arguments are refused before any request with a plain :class:`ValueError`.
+None of these errors ever holds the API key, and aiohttp's exceptions never escape: ours are
+raised ``from`` them so the cause stays in the traceback.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "APIConnectionError",
+    "APIStatusError",
+    "APITimeoutError",
+    "AuthenticationError",
+    "BadRequestError",
+    "NotFoundError",
+    "PaymentRequiredError",
+    "PredevError",
+    "RateLimitError",
+    "ResponseDecodeError",
+    "ServerError",
+    "WatchTimeoutError",
+]
+
+_EXCERPT = 200
+
+
+def _excerpt(body: bytes) -> str:
+    text = body[:_EXCERPT].decode("utf-8", errors="replace")
+    return text + ("…" if len(body) > _EXCERPT else "")
+
+
+class PredevError(Exception):
+    """Base class of every error raised by asyncclient."""
+
+
+class APIConnectionError(PredevError):
+    """The request got no HTTP answer: refused, reset, DNS failure, truncated body.
+
+    Attributes:
+        method: the HTTP method.
+        path: the request path (never the full URL with query, never the key).
+    """
+
+    def __init__(self, message: str, *, method: str, path: str) -> None:
+        super().__init__(f"{message} ({method} {path})")
+        self.method = method
+        self.path = path
+
+
+class APITimeoutError(APIConnectionError):
+    """The request ran out of time before a full answer arrived."""
+
+
+class APIStatusError(PredevError):
+    """The server answered with a status outside 2xx.
+
+    Attributes:
+        status: the HTTP status code.
+        method: the HTTP method.
+        path: the request path.
+        message: the server's ``error`` text, or a short excerpt of the body.
+        code: the server's machine-readable ``code`` (e.g. ``QUEUE_FULL``), if any.
+        action_url: the server's ``actionUrl`` (where to subscribe or buy credits), if any.
+        request_id: the ``x-request-id`` response header, if any.
+        body: the first bytes of the body (at most a few hundred), for debugging.
+    """
+
+    def __init__(
+        self,
+        *,
+        status: int,
+        method: str,
+        path: str,
+        message: str,
+        code: str | None = None,
+        action_url: str | None = None,
+        request_id: str | None = None,
+        body: bytes = b"",
+    ) -> None:
+        detail = f" [{code}]" if code else ""
+        super().__init__(f"{status} {method} {path}: {message}{detail}")
+        self.status = status
+        self.method = method
+        self.path = path
+        self.message = message
+        self.code = code
+        self.action_url = action_url
+        self.request_id = request_id
+        self.body = _excerpt(body)
+
+
+class BadRequestError(APIStatusError):
+    """400: the server refused the request as malformed."""
+
+
+class AuthenticationError(APIStatusError):
+    """401: the API key is missing or invalid. Never retried; stops a whole watch."""
+
+
+class PaymentRequiredError(APIStatusError):
+    """402: ``SUBSCRIPTION_REQUIRED`` or ``INSUFFICIENT_CREDITS``; see :attr:`action_url`."""
+
+
+class NotFoundError(APIStatusError):
+    """404: no such run, or it belongs to another API key."""
+
+
+class RateLimitError(APIStatusError):
+    """429: ``RATE_LIMITED`` or ``QUEUE_FULL``.
+
+    Attributes:
+        retry_after: seconds the server asked us to wait, or ``None``.
+    """
+
+    def __init__(self, *, retry_after: float | None = None, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.retry_after = retry_after
+
+
+class ServerError(APIStatusError):
+    """5xx: the service failed; retried with backoff before it reaches you."""
+
+
+class ResponseDecodeError(PredevError):
+    """A 2xx answer whose body is not the JSON the API documents.
+
+    Attributes:
+        method: the HTTP method.
+        path: the request path.
+        body: the first bytes of the body.
+    """
+
+    def __init__(self, message: str, *, method: str, path: str, body: bytes = b"") -> None:
+        super().__init__(f"{method} {path}: {message}")
+        self.method = method
+        self.path = path
+        self.body = _excerpt(body)
+
+
+class WatchTimeoutError(PredevError, TimeoutError):
+    """A watched run was still processing when its deadline passed.
+
+    Attributes:
+        run_id: the run that did not finish in time.
+    """
+
+    def __init__(self, run_id: str, message: str) -> None:
+        super().__init__(f"run {run_id}: {message}")
+        self.run_id = run_id
+
+
+def _status_error_class(status: int) -> type[APIStatusError]:
+    if status == 400:
+        return BadRequestError
+    if status == 401:
+        return AuthenticationError
+    if status == 402:
+        return PaymentRequiredError
+    if status == 404:
+        return NotFoundError
+    if status == 429:
+        return RateLimitError
+    if status >= 500:
+        return ServerError
+    return APIStatusError

@@ -1,0 +1,266 @@
+"""The async paginator over every run: ``async for run in client.iter_runs()``.
+
+The list endpoint pages by ``limit``/``skip`` over a newest-first order that moves while it is
+walked: new runs push everything down, and runs leaving a ``status`` filter pull everything up. A
+plain ``skip += limit`` loop then yields some runs twice and silently skips others.
+
+This walker anchors on the oldest run it has seen instead of trusting offsets. Each page is
+requested so that it should start just before the anchor, and it is only accepted when it provably
+continues the walk: it was read from offset 0, it contains the anchor, or its first row is newer
+than the anchor. A page that starts past the anchor (runs vanished before it) is re-read from
+further up, and a page made only of newer runs (runs arrived at the head) is followed further down.
+Only rows older than the anchor are yielded (rows created in the same millisecond are
+de-duplicated by id), so:
+
+* every run that exists for the whole walk and matches the filter for the whole walk is yielded
+  exactly once, in newest-first order;
+* runs created during the walk (newer than the walk's position) are not yielded;
+* a run that leaves or joins the filter during the walk may or may not be yielded (once at most).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime
+from typing import Any
+
+import anyio
+
+from ._config import LIST_PAGE_MAX, validate_status_filter
+from ._config import _check_int as check_int
+from ._models import Run, RunPage
+
+__all__ = ["RunIterator"]
+
+FetchPage = Callable[[int, int, "str | None"], Awaitable[RunPage]]
+"""``fetch_page(limit, skip, status) -> RunPage``."""
+
+_MIN_TIME = datetime.min
+
+
+def _created(run: Run) -> datetime:
+    created = run.created_at
+    if created is None:
+        return _MIN_TIME
+    return created.replace(tzinfo=None) if created.tzinfo is not None else created
+
+
+class _Walk:
+    """The anchor-following page walk; one batch of never-seen runs per call."""
+
+    def __init__(self, fetch_page: FetchPage, *, status: str | None, page_size: int) -> None:
+        self._fetch_page = fetch_page
+        self._status = status
+        self._page_size = page_size
+        self._anchor_id: str | None = None
+        self._anchor_time = _MIN_TIME
+        self._anchor_pos = 0
+        self._same_time_ids: set[str] = set()
+        self._margin = 1
+        self.done = False
+        self.requests = 0
+
+    async def _fetch(self, skip: int) -> RunPage:
+        self.requests += 1
+        return await self._fetch_page(self._page_size, skip, self._status)
+
+    async def next_batch(self) -> list[Run]:
+        """The next runs of the walk (possibly empty only when the walk is over)."""
+        while not self.done:
+            if self._anchor_id is None:
+                skip = 0
+                page = await self._fetch(0)
+                rows = page.runs
+                batch = list(rows)
+            else:
+                skip = max(0, self._anchor_pos - self._margin)
+                page = await self._fetch(skip)
+                rows = page.runs
+                if not self._continues_walk(rows, skip):
+                    # Runs vanished above the anchor: read again from further up.
+                    back = max(self._margin * 2, self._page_size // 2)
+                    self._anchor_pos = max(0, skip - back)
+                    self._margin = min(self._page_size // 2, max(1, self._margin * 2))
+                    continue
+                batch = self._after_anchor(rows, skip)
+            if not rows:
+                self.done = True
+                return batch
+            last = rows[-1]
+            # Reaching the end of the list: every run after the anchor is on this page.
+            if len(rows) < self._page_size or not page.has_more:
+                self.done = True
+            self._move_anchor(last, skip + len(rows) - 1, batch)
+            if batch or self.done:
+                return batch
+        return []
+
+    def _continues_walk(self, rows: list[Run], skip: int) -> bool:
+        if skip == 0:
+            return True
+        if not rows:
+            return False
+        if _created(rows[0]) > self._anchor_time:
+            return True
+        return any(row.id == self._anchor_id for row in rows)
+
+    def _after_anchor(self, rows: list[Run], skip: int) -> list[Run]:
+        anchor_time = self._anchor_time
+        seen_same_time = self._same_time_ids
+        batch: list[Run] = []
+        for index, row in enumerate(rows):
+            created = _created(row)
+            if created < anchor_time or (created == anchor_time and row.id not in seen_same_time):
+                batch.append(row)
+            elif row.id == self._anchor_id:
+                # Runs above the anchor that vanished shift it up; widen the overlap to match.
+                shift = (self._anchor_pos - skip) - index
+                self._margin = min(self._page_size // 2, max(1, shift + 1))
+        return batch
+
+    def _move_anchor(self, last: Run, position: int, batch: list[Run]) -> None:
+        last_time = _created(last)
+        if last_time != self._anchor_time:
+            self._same_time_ids = set()
+        self._same_time_ids.update(run.id for run in batch if _created(run) == last_time)
+        self._same_time_ids.add(last.id)
+        self._anchor_id = last.id
+        self._anchor_time = last_time
+        self._anchor_pos = position
+
+
+class _Prefetch:
+    """One page batch fetched in the background, cancellable from the iterator."""
+
+    def __init__(self) -> None:
+        self.finished = anyio.Event()
+        self.scope: anyio.CancelScope | None = None
+        self.abandoned = False
+        self.result: list[Run] | None = None
+        self.error: Exception | None = None
+
+    async def run(self, walk: _Walk) -> None:
+        with anyio.CancelScope() as scope:
+            self.scope = scope
+            if self.abandoned:
+                scope.cancel()
+            try:
+                self.result = await walk.next_batch()
+            except Exception as exc:  # handed to the consumer, which re-raises it
+                self.error = exc
+        self.finished.set()
+
+    def cancel(self) -> None:
+        self.abandoned = True
+        if self.scope is not None:
+            self.scope.cancel()
+
+
+class RunIterator:
+    """Every run of the key, newest first, as an async iterator (see :meth:`Client.iter_runs`).
+
+    ``async for run in iterator`` yields :class:`Run` list rows; ``async for batch in
+    iterator.pages()`` yields them a page at a time (as lists). When the client was entered with
+    ``async with``, the next page is fetched while the current one is consumed (one page ahead at
+    most). Breaking out of the loop cancels that fetch; :meth:`aclose` (or ``async with``) does so
+    at once and deterministically.
+
+    Attributes:
+        requests: list requests made so far.
+    """
+
+    def __init__(
+        self,
+        fetch_page: FetchPage,
+        *,
+        status: str | None = None,
+        page_size: int = LIST_PAGE_MAX,
+        limit: int | None = None,
+        start_soon: Callable[..., Any] | None = None,
+    ) -> None:
+        self._status = validate_status_filter(status)
+        check_int("page_size", page_size, minimum=2, maximum=LIST_PAGE_MAX)
+        if limit is not None:
+            check_int("limit", limit, minimum=0)
+        self._walk = _Walk(fetch_page, status=self._status, page_size=page_size)
+        self._remaining = limit
+        self._start_soon = start_soon
+        self._prefetch: _Prefetch | None = None
+        self._buffer: list[Run] = []
+        self._index = 0
+        self._closed = False
+        self._iterating_pages = False
+
+    @property
+    def requests(self) -> int:
+        """How many list requests the walk has made."""
+        return self._walk.requests
+
+    def __repr__(self) -> str:
+        return f"<RunIterator status={self._status!r} requests={self.requests}>"
+
+    def __aiter__(self) -> RunIterator:
+        return self
+
+    async def __anext__(self) -> Run:
+        while self._index >= len(self._buffer):
+            batch = await self._next_batch()
+            if batch is None:
+                raise StopAsyncIteration
+            self._buffer, self._index = batch, 0
+        run = self._buffer[self._index]
+        self._index += 1
+        return run
+
+    async def pages(self) -> AsyncIterator[list[Run]]:
+        """Yield the walk page by page: each list holds the runs not yielded before."""
+        while True:
+            batch = await self._next_batch()
+            if batch is None:
+                return
+            yield batch
+
+    async def _next_batch(self) -> list[Run] | None:
+        if self._closed or self._remaining == 0:
+            await self.aclose()
+            return None
+        if self._prefetch is not None:
+            prefetch, self._prefetch = self._prefetch, None
+            await prefetch.finished.wait()
+            if prefetch.error is not None:
+                raise prefetch.error
+            batch = prefetch.result or []
+        elif self._walk.done:
+            batch = []
+        else:
+            batch = await self._walk.next_batch()
+        if self._remaining is not None:
+            batch = batch[: self._remaining]
+            self._remaining -= len(batch)
+        if not batch and self._walk.done:
+            await self.aclose()
+            return None
+        if not self._walk.done and self._remaining != 0 and self._start_soon is not None:
+            self._prefetch = _Prefetch()
+            self._start_soon(self._prefetch.run, self._walk)
+        return batch
+
+    async def aclose(self) -> None:
+        """Stop the walk and cancel a page fetch that is under way."""
+        self._closed = True
+        self._cancel_prefetch()
+
+    def _cancel_prefetch(self) -> None:
+        prefetch, self._prefetch = self._prefetch, None
+        if prefetch is not None:
+            prefetch.cancel()
+
+    def __del__(self) -> None:
+        # ``break`` out of ``async for`` drops the iterator without closing it.
+        self._cancel_prefetch()
+
+    async def __aenter__(self) -> RunIterator:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()

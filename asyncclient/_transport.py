@@ -1,0 +1,298 @@
+"""The session layer: the one module that imports aiohttp.
+
+A request goes out with the key in its ``Authorization`` header and comes back as the body's bytes
+for a 2xx, or as one of our errors. Transient failures (connection errors, timeouts, truncated
+bodies, 408, 429, 500, 502, 503, 504) are retried with exponential backoff and full jitter; a
+``Retry-After`` is honoured up to a cap, and a 429 pauses every request of the client, not just
+the one that saw it. aiohttp's exceptions never leave this module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime, timezone
+
+import aiohttp
+import anyio
+import msgspec
+from yarl import URL
+
+from . import __version__
+from ._config import RetryPolicy
+from ._exceptions import (
+    APIConnectionError,
+    APIStatusError,
+    APITimeoutError,
+    PredevError,
+    RateLimitError,
+    ResponseDecodeError,
+    _status_error_class,
+)
+
+logger = logging.getLogger("asyncclient")
+
+RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+DEFAULT_MAX_RESPONSE_BYTES = 512 * 1024 * 1024
+_CHUNK = 256 * 1024
+
+
+class _ErrorBody(msgspec.Struct, rename="camel"):
+    error: str | None = None
+    message: str | None = None
+    code: str | None = None
+    action_url: str | None = None
+
+
+_error_body_decoder = msgspec.json.Decoder(_ErrorBody)
+
+
+def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
+    """Seconds to wait from ``retry-after-ms``, or ``Retry-After`` as seconds or an HTTP date.
+
+    Returns ``None`` when no header is present or it cannot be read; never a negative number.
+    """
+    raw_ms = headers.get("retry-after-ms")
+    if raw_ms is not None:
+        try:
+            value = float(raw_ms) / 1000.0
+        except ValueError:
+            value = math.nan
+        if math.isfinite(value):
+            return max(0.0, value)
+    raw = headers.get("retry-after")
+    if raw is None:
+        return None
+    raw = raw.strip()
+    try:
+        value = float(raw)
+    except ValueError:
+        pass
+    else:
+        return max(0.0, value) if math.isfinite(value) else None
+    try:
+        when = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    current = datetime.now(timezone.utc).timestamp() if now is None else now
+    return max(0.0, when.timestamp() - current)
+
+
+class Transport:
+    """Sends requests with the key, retries transient failures, returns bodies as bytes.
+
+    Args:
+        base_url: the validated origin (and optional path prefix).
+        api_key: the validated key; it goes in one header and nowhere else.
+        timeout: seconds one attempt may take, connect to last byte.
+        retry: the retry policy.
+        session: a caller-owned session, used as is and never closed here.
+        trust_env: read proxy settings from the environment (off by default).
+        max_response_bytes: bodies larger than this are refused without being read in full.
+        sleep: how to wait between attempts (tests pass a faster one).
+    """
+
+    def __init__(
+        self,
+        *,
+        base_url: URL,
+        api_key: str,
+        timeout: float,
+        retry: RetryPolicy,
+        session: aiohttp.ClientSession | None = None,
+        trust_env: bool = False,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+    ) -> None:
+        self._base = str(base_url)
+        self._headers = {
+            "Authorization": f"Bearer {api_key}",
+            "Accept": "application/json",
+            "User-Agent": f"asyncclient/{__version__}",
+        }
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._retry = retry
+        self._session = session
+        self._owns_session = session is None
+        self._trust_env = trust_env
+        self._max_response_bytes = max_response_bytes
+        self._sleep = sleep
+        self._resume_at = 0.0
+        self._closed = False
+        self.requests_sent = 0
+        """How many HTTP requests were sent (attempts, retries included)."""
+        self.retries = 0
+        """How many of those were retries."""
+
+    def __repr__(self) -> str:
+        return f"<Transport base_url={self._base!r}>"
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._closed:
+            raise RuntimeError("this client is closed")
+        if self._session is None:
+            # Created on first use so it binds to the running loop.
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=128, ttl_dns_cache=300),
+                timeout=self._timeout,
+                trust_env=self._trust_env,
+            )
+        return self._session
+
+    async def aclose(self) -> None:
+        """Close the session if this transport created it."""
+        self._closed = True
+        session, self._session = self._session, None
+        if session is not None and self._owns_session:
+            await session.close()
+
+    async def get(self, path: str, params: Mapping[str, str] | None = None) -> bytes:
+        """GET ``path`` and return the body of a 2xx answer, retrying transient failures.
+
+        Raises:
+            APIStatusError: (a subclass of) for a non-2xx answer that is not retried or whose
+                retries ran out.
+            APIConnectionError: when no answer came, after retries.
+            ResponseDecodeError: when the body is larger than ``max_response_bytes``.
+        """
+        next_delay: Callable[[], float] | None = None
+        attempt = 0
+        while True:
+            await self._wait_for_pause()
+            error: PredevError
+            retry_after: float | None = None
+            try:
+                status, headers, body = await self._send_once("GET", path, params)
+            except APIConnectionError as exc:
+                error = exc
+            else:
+                if 200 <= status < 300:
+                    return body
+                error = self._status_error(status, "GET", path, headers, body)
+                if status not in RETRY_STATUSES:
+                    raise error
+                retry_after = getattr(error, "retry_after", None)
+            if attempt >= self._retry.max_retries:
+                raise error
+            attempt += 1
+            if next_delay is None:
+                next_delay = self._retry.delays()
+            delay = next_delay()
+            if retry_after is not None:
+                delay = max(delay, min(retry_after, self._retry.max_retry_after))
+            self.retries += 1
+            if logger.isEnabledFor(logging.DEBUG):
+                logger.debug(
+                    "retrying GET %s in %.3fs (attempt %d): %s", path, delay, attempt, error
+                )
+            if isinstance(error, RateLimitError):
+                # One client-wide pause: every request waits, not just this one.
+                self._resume_at = max(self._resume_at, anyio.current_time() + delay)
+            else:
+                await self._sleep(delay)
+
+    async def _wait_for_pause(self) -> None:
+        while True:
+            remaining = self._resume_at - anyio.current_time()
+            if remaining <= 0:
+                return
+            await self._sleep(remaining)
+
+    async def _send_once(
+        self, method: str, path: str, params: Mapping[str, str] | None
+    ) -> tuple[int, Mapping[str, str], bytes]:
+        session = self._get_session()
+        url = URL(self._base + path, encoded=True)
+        started = time.perf_counter()
+        self.requests_sent += 1
+        try:
+            async with session.request(
+                method,
+                url,
+                params=params,
+                headers=self._headers,
+                allow_redirects=False,
+            ) as response:
+                status = response.status
+                body = await self._read_body(response, method, path)
+                headers = response.headers
+        except (asyncio.TimeoutError, TimeoutError) as exc:
+            raise APITimeoutError("request timed out", method=method, path=path) from exc
+        except aiohttp.ClientPayloadError as exc:
+            raise APIConnectionError(
+                "the response body was cut short", method=method, path=path
+            ) from exc
+        except aiohttp.ClientError as exc:
+            raise APIConnectionError(
+                f"connection failed: {type(exc).__name__}", method=method, path=path
+            ) from exc
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "%s %s -> %d (%d bytes, %.1f ms)",
+                method,
+                path,
+                status,
+                len(body),
+                (time.perf_counter() - started) * 1000,
+            )
+        return status, headers, body
+
+    async def _read_body(self, response: aiohttp.ClientResponse, method: str, path: str) -> bytes:
+        limit = self._max_response_bytes
+        length = response.content_length
+        if length is not None and length > limit:
+            raise ResponseDecodeError(
+                f"response body of {length} bytes exceeds max_response_bytes={limit}",
+                method=method,
+                path=path,
+            )
+        if length is not None and "Content-Encoding" not in response.headers:
+            return await response.read()
+        buffer = bytearray()
+        async for chunk in response.content.iter_chunked(_CHUNK):
+            buffer += chunk
+            if len(buffer) > limit:
+                raise ResponseDecodeError(
+                    f"response body exceeds max_response_bytes={limit}", method=method, path=path
+                )
+        return bytes(buffer)
+
+    @staticmethod
+    def _status_error(
+        status: int, method: str, path: str, headers: Mapping[str, str], body: bytes
+    ) -> APIStatusError:
+        message: str | None = None
+        code = action_url = None
+        try:
+            parsed = _error_body_decoder.decode(body)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            parsed = None
+        if parsed is not None:
+            message = parsed.error or parsed.message
+            code = parsed.code
+            action_url = parsed.action_url
+        if not message:
+            if 300 <= status < 400:
+                message = "unexpected redirect (redirects are not followed)"
+            else:
+                message = body[:120].decode("utf-8", errors="replace").strip() or f"HTTP {status}"
+        kwargs: dict[str, object] = {
+            "status": status,
+            "method": method,
+            "path": path,
+            "message": message,
+            "code": code,
+            "action_url": action_url,
+            "request_id": headers.get("x-request-id"),
+            "body": body,
+        }
+        cls = _status_error_class(status)
+        if cls is RateLimitError:
+            return RateLimitError(retry_after=parse_retry_after(headers), **kwargs)
+        return cls(**kwargs)  # type: ignore[arg-type]
