@@ -89,7 +89,9 @@ class Client:
             if api_key is None:
                 raise ValueError(f"no API key: pass api_key= or set {API_KEY_ENV}")
         key = validate_api_key(api_key)
-        url = validate_base_url(base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL)
+        if base_url is None:
+            base_url = os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL
+        url = validate_base_url(base_url)
         self._routes = Routes.for_style(routes)
         _check_number("timeout", timeout, minimum=0)
         retry = retry or RetryPolicy()

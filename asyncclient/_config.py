@@ -105,6 +105,8 @@ def exponential_schedule(initial: float, multiplier: float, cap: float) -> tuple
         schedule.append(float(wait))
         if wait >= cap:
             break
+    else:
+        schedule.append(float(cap))  # growth too slow to get there in 256 steps: jump to it
     return tuple(schedule)
 
 

@@ -28,9 +28,10 @@ import anyio
 
 from ._config import LIST_PAGE_MAX, validate_status_filter
 from ._config import _check_int as check_int
+from ._exceptions import PredevError
 from ._models import Run, RunPage
 
-__all__ = ["RunIterator"]
+__all__ = ["RunIterator", "WalkStalledError"]
 
 FetchPage = Callable[[int, int, "str | None"], Awaitable[RunPage]]
 """``fetch_page(limit, skip, status) -> RunPage``."""
@@ -45,8 +46,15 @@ def _created(run: Run) -> datetime:
     return created.replace(tzinfo=None) if created.tzinfo is not None else created
 
 
+class WalkStalledError(PredevError):
+    """The list changed faster than it could be walked (many re-reads without progress)."""
+
+
 class _Walk:
     """The anchor-following page walk; one batch of never-seen runs per call."""
+
+    # Re-reads in a row that may find nothing new before the walk gives up.
+    MAX_STALLED_REQUESTS = 50
 
     def __init__(self, fetch_page: FetchPage, *, status: str | None, page_size: int) -> None:
         self._fetch_page = fetch_page
@@ -57,40 +65,60 @@ class _Walk:
         self._anchor_pos = 0
         self._same_time_ids: set[str] = set()
         self._margin = 1
+        self._last_total: int | None = None
+        self._drift = 0
         self.done = False
         self.requests = 0
 
     async def _fetch(self, skip: int) -> RunPage:
         self.requests += 1
-        return await self._fetch_page(self._page_size, skip, self._status)
+        page = await self._fetch_page(self._page_size, skip, self._status)
+        if self._last_total is not None:
+            # Runs arrive at the head and push the anchor down; runs that leave the filter may
+            # pull it up. Expect the next read to see the same drift again.
+            self._drift = page.total - self._last_total
+        self._last_total = page.total
+        return page
 
     async def next_batch(self) -> list[Run]:
-        """The next runs of the walk (possibly empty only when the walk is over)."""
+        """The next runs of the walk (empty only when the walk is over)."""
+        stalled = 0
         while not self.done:
+            if stalled >= self.MAX_STALLED_REQUESTS:
+                raise WalkStalledError(
+                    f"the run list changed faster than it could be walked "
+                    f"({stalled} reads in a row found nothing new)"
+                )
+            stalled += 1
             if self._anchor_id is None:
                 skip = 0
                 page = await self._fetch(0)
                 rows = page.runs
                 batch = list(rows)
             else:
-                skip = max(0, self._anchor_pos - self._margin)
+                skip = max(0, self._anchor_pos + self._drift - self._margin)
                 page = await self._fetch(skip)
                 rows = page.runs
                 if not self._continues_walk(rows, skip):
                     # Runs vanished above the anchor: read again from further up.
-                    back = max(self._margin * 2, self._page_size // 2)
+                    back = max(self._margin * 2, self._page_size // 2, -self._drift)
                     self._anchor_pos = max(0, skip - back)
+                    self._drift = 0
                     self._margin = min(self._page_size // 2, max(1, self._margin * 2))
                     continue
                 batch = self._after_anchor(rows, skip)
             if not rows:
                 self.done = True
                 return batch
-            last = rows[-1]
             # Reaching the end of the list: every run after the anchor is on this page.
             if len(rows) < self._page_size or not page.has_more:
                 self.done = True
-            self._move_anchor(last, skip + len(rows) - 1, batch)
+            if batch or self._anchor_id is None:
+                self._move_anchor(rows[-1], skip + len(rows) - 1, batch)
+            elif _created(rows[-1]) >= self._anchor_time:
+                # The whole page is newer than the anchor: runs arrived at the head; go down.
+                self._anchor_pos = skip + len(rows) - 1 + self._margin
+                self._drift = max(self._drift, 0)
             if batch or self.done:
                 return batch
         return []
@@ -113,9 +141,9 @@ class _Walk:
             if created < anchor_time or (created == anchor_time and row.id not in seen_same_time):
                 batch.append(row)
             elif row.id == self._anchor_id:
-                # Runs above the anchor that vanished shift it up; widen the overlap to match.
-                shift = (self._anchor_pos - skip) - index
-                self._margin = min(self._page_size // 2, max(1, shift + 1))
+                # Where the anchor really was tells how far the list moved; widen the overlap.
+                shift = (self._anchor_pos + self._drift - skip) - index
+                self._margin = min(self._page_size // 2, max(1, abs(shift) + 1))
         return batch
 
     def _move_anchor(self, last: Run, position: int, batch: list[Run]) -> None:
@@ -178,6 +206,7 @@ class RunIterator:
         limit: int | None = None,
         start_soon: Callable[..., Any] | None = None,
     ) -> None:
+        self._prefetch: _Prefetch | None = None
         self._status = validate_status_filter(status)
         check_int("page_size", page_size, minimum=2, maximum=LIST_PAGE_MAX)
         if limit is not None:
@@ -185,7 +214,6 @@ class RunIterator:
         self._walk = _Walk(fetch_page, status=self._status, page_size=page_size)
         self._remaining = limit
         self._start_soon = start_soon
-        self._prefetch: _Prefetch | None = None
         self._buffer: list[Run] = []
         self._index = 0
         self._closed = False

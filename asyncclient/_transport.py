@@ -177,7 +177,7 @@ class Transport:
                 error = self._status_error(status, "GET", path, headers, body)
                 if status not in RETRY_STATUSES:
                     raise error
-                retry_after = getattr(error, "retry_after", None)
+                retry_after = parse_retry_after(headers)
             if attempt >= self._retry.max_retries:
                 raise error
             attempt += 1
@@ -218,6 +218,7 @@ class Transport:
                 params=params,
                 headers=self._headers,
                 allow_redirects=False,
+                timeout=self._timeout,
             ) as response:
                 status = response.status
                 body = await self._read_body(response, method, path)

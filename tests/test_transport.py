@@ -1,0 +1,437 @@
+"""Status codes, retries, Retry-After and bad bodies, against a tiny scripted server on loopback."""
+
+from __future__ import annotations
+
+import email.utils
+import socket
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import aiohttp
+import anyio
+import pytest
+from aiohttp import web
+from multidict import CIMultiDict
+
+from asyncclient import (
+    APIConnectionError,
+    APIStatusError,
+    APITimeoutError,
+    AuthenticationError,
+    BadRequestError,
+    Client,
+    NotFoundError,
+    PaymentRequiredError,
+    RateLimitError,
+    ResponseDecodeError,
+    RetryPolicy,
+    Run,
+    ServerError,
+)
+from asyncclient._transport import parse_retry_after
+
+pytestmark = pytest.mark.anyio
+
+KEY = "sk-test-SECRET-5f2b9c"
+RUN_ID = "65f8a9d2c1e4b5a6f7e8d9c0"
+RUN_BODY = b'{"id": "65f8a9d2c1e4b5a6f7e8d9c0", "total": 1, "completed": 1, "status": "completed"}'
+PAGE_BODY = b'{"batches": [], "total": 0, "hasMore": false}'
+JSON = {"Content-Type": "application/json"}
+
+
+def fast_retry(max_retries: int = 2, max_retry_after: float = 0.05) -> RetryPolicy:
+    """The production retry logic with millisecond delays."""
+    return RetryPolicy(
+        max_retries=max_retries,
+        initial_delay=0.001,
+        max_delay=0.005,
+        max_retry_after=max_retry_after,
+    )
+
+
+@dataclass
+class Reply:
+    """One scripted answer."""
+
+    status: int = 200
+    body: bytes = RUN_BODY
+    headers: dict[str, str] = field(default_factory=lambda: dict(JSON))
+    delay: float = 0.0
+    truncate: bool = False
+    """Announce the whole body but send only its first bytes, then drop the connection."""
+
+
+@dataclass
+class ScriptedServer:
+    """A loopback server that answers each request with the next scripted reply."""
+
+    base_url: str = ""
+    replies: deque[Reply] = field(default_factory=deque)
+    received: list[float] = field(default_factory=list)
+    requests: list[web.Request] = field(default_factory=list)
+
+    def script(self, *replies: Reply) -> None:
+        """Queue replies; once they run out every request gets a 418."""
+        self.replies.extend(replies)
+
+    @property
+    def count(self) -> int:
+        """Requests received so far."""
+        return len(self.requests)
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        self.received.append(time.monotonic())
+        self.requests.append(request)
+        if not self.replies:
+            return web.json_response({"error": "script exhausted"}, status=418)
+        reply = self.replies.popleft()
+        if reply.delay:
+            await anyio.sleep(reply.delay)
+        if reply.truncate:
+            response = web.StreamResponse(status=reply.status, headers=reply.headers)
+            response.content_length = len(reply.body) + 100
+            await response.prepare(request)
+            await response.write(reply.body[:5])
+            assert request.transport is not None
+            request.transport.close()
+            return response
+        return web.Response(status=reply.status, body=reply.body, headers=reply.headers)
+
+
+@pytest.fixture
+async def scripted() -> AsyncIterator[ScriptedServer]:
+    """A scripted server on a free loopback port, stopped after the test."""
+    server = ScriptedServer()
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", server.handle)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        host, port = runner.addresses[0][:2]
+        server.base_url = f"http://{host}:{port}"
+        yield server
+    finally:
+        await runner.cleanup()
+
+
+def client_for(server: ScriptedServer, **kwargs: object) -> Client:
+    options: dict[str, object] = {"retry": fast_retry()}
+    options.update(kwargs)
+    return Client(KEY, base_url=server.base_url, **options)  # type: ignore[arg-type]
+
+
+# -- errors that are never retried --------------------------------------------------------------
+
+
+async def test_payment_required_carries_code_and_action_url(scripted: ScriptedServer) -> None:
+    """A 402 is a ``PaymentRequiredError`` with the server's code and actionUrl, never retried."""
+    body = (
+        b'{"error":"Out of credits","code":"INSUFFICIENT_CREDITS",'
+        b'"actionUrl":"https://pre.dev/credits"}'
+    )
+    scripted.script(Reply(402, body, {**JSON, "x-request-id": "req-42"}))
+    async with client_for(scripted) as api:
+        with pytest.raises(PaymentRequiredError) as info:
+            await api.get_run(RUN_ID)
+        assert api.retries == 0
+    error = info.value
+    assert error.status == 402
+    assert error.code == "INSUFFICIENT_CREDITS"
+    assert error.action_url == "https://pre.dev/credits"
+    assert error.message == "Out of credits"
+    assert error.request_id == "req-42"
+    assert error.path == f"/browser-agent/{RUN_ID}"
+    assert "INSUFFICIENT_CREDITS" in str(error)
+    assert scripted.count == 1
+
+
+@pytest.mark.parametrize(
+    ("status", "error_class"),
+    [
+        pytest.param(400, BadRequestError, id="400"),
+        pytest.param(401, AuthenticationError, id="401"),
+        pytest.param(403, APIStatusError, id="403"),
+        pytest.param(404, NotFoundError, id="404"),
+        pytest.param(409, APIStatusError, id="409"),
+        pytest.param(422, APIStatusError, id="422"),
+        pytest.param(501, ServerError, id="501"),
+    ],
+)
+async def test_non_transient_statuses_are_not_retried(
+    scripted: ScriptedServer, status: int, error_class: type[APIStatusError]
+) -> None:
+    """Client errors (and 501) raise their typed error after exactly one request."""
+    scripted.script(Reply(status, b'{"error": "nope"}'), Reply(200))
+    async with client_for(scripted) as api:
+        with pytest.raises(error_class) as info:
+            await api.list_runs(limit=5)
+    assert type(info.value) is error_class
+    assert info.value.status == status
+    assert info.value.message == "nope"
+    assert scripted.count == 1
+
+
+async def test_error_without_json_body_keeps_an_excerpt(scripted: ScriptedServer) -> None:
+    """A non-JSON error body still yields a readable message and a short body excerpt."""
+    page = b"<html><body>Bad Gateway from the edge proxy</body></html>" + b" " * 5000
+    scripted.script(Reply(403, page, {"Content-Type": "text/html"}))
+    async with client_for(scripted) as api:
+        with pytest.raises(APIStatusError) as info:
+            await api.get_run(RUN_ID)
+    error = info.value
+    assert "Bad Gateway from the edge proxy" in error.message
+    assert error.code is None
+    assert len(error.body) < 300
+
+
+# -- transient statuses -------------------------------------------------------------------------
+
+
+async def test_rate_limit_with_retry_after_zero_is_retried(scripted: ScriptedServer) -> None:
+    """A 429 with ``Retry-After: 0`` is retried at once and the call succeeds."""
+    scripted.script(
+        Reply(429, b'{"error": "slow down", "code": "RATE_LIMITED"}', {**JSON, "Retry-After": "0"}),
+        Reply(200),
+    )
+    async with client_for(scripted) as api:
+        run = await api.get_run(RUN_ID)
+        assert (api.requests_sent, api.retries) == (2, 1)
+    assert run.id == RUN_ID
+    assert scripted.count == 2
+
+
+TRANSIENT = [
+    pytest.param(408, APIStatusError, id="408"),
+    pytest.param(429, RateLimitError, id="429"),
+    pytest.param(500, ServerError, id="500"),
+    pytest.param(502, ServerError, id="502"),
+    pytest.param(503, ServerError, id="503"),
+    pytest.param(504, ServerError, id="504"),
+]
+
+
+@pytest.mark.parametrize(("status", "error_class"), TRANSIENT)
+async def test_transient_statuses_are_retried(
+    scripted: ScriptedServer, status: int, error_class: type[APIStatusError]
+) -> None:
+    """408, 429 and 5xx answered twice then 200: the call succeeds after two retries."""
+    scripted.script(Reply(status, b'{"error": "flaky"}'), Reply(status, b"oops"), Reply(200))
+    async with client_for(scripted) as api:
+        run = await api.get_run(RUN_ID)
+        assert api.retries == 2
+    assert run == Run(id=RUN_ID, total=1, completed=1, status="completed")
+    assert scripted.count == 3
+
+
+@pytest.mark.parametrize(("status", "error_class"), TRANSIENT)
+async def test_transient_statuses_raise_when_retries_run_out(
+    scripted: ScriptedServer, status: int, error_class: type[APIStatusError]
+) -> None:
+    """With ``max_retries=1`` two transient failures raise the typed error after 2 requests."""
+    scripted.script(Reply(status, b'{"error": "flaky"}'), Reply(status, b'{"error": "again"}'))
+    async with client_for(scripted, max_retries=1) as api:
+        with pytest.raises(error_class) as info:
+            await api.list_runs(limit=1)
+    assert type(info.value) is error_class
+    assert info.value.status == status
+    assert info.value.message == "again"
+    assert scripted.count == 2
+
+
+async def test_exhausted_rate_limit_reports_retry_after(scripted: ScriptedServer) -> None:
+    """A 429 that outlives the retries says how long the server asked to wait."""
+    scripted.script(Reply(429, b'{"error":"busy","code":"QUEUE_FULL"}', {"Retry-After": "7"}))
+    async with client_for(scripted, max_retries=0) as api:
+        with pytest.raises(RateLimitError) as info:
+            await api.get_run(RUN_ID)
+    assert info.value.retry_after == 7.0
+    assert info.value.code == "QUEUE_FULL"
+    assert scripted.count == 1
+
+
+async def test_long_retry_after_is_capped(scripted: ScriptedServer) -> None:
+    """An absurd ``Retry-After`` is cut to ``max_retry_after`` instead of sleeping for an hour."""
+    scripted.script(Reply(429, b"{}", {"Retry-After": "3600"}), Reply(200))
+    async with client_for(scripted, retry=fast_retry(max_retry_after=0.02)) as api:
+        with anyio.fail_after(2):
+            await api.get_run(RUN_ID)
+    first, second = scripted.received
+    assert 0.015 <= second - first < 1.0
+
+
+async def test_rate_limit_pauses_other_requests_of_the_client(scripted: ScriptedServer) -> None:
+    """After a 429 with ``Retry-After``, no request of the same client goes out until it passes."""
+    scripted.script(Reply(429, b"{}", {"Retry-After": "0.2"}), Reply(200), Reply(200))
+    runs: list[Run] = []
+    async with client_for(scripted, retry=fast_retry(max_retry_after=1.0)) as api:
+
+        async def fetch() -> None:
+            runs.append(await api.get_run(RUN_ID))
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(fetch)
+            with anyio.fail_after(2):
+                # The client counts the retry in the same step that starts its pause.
+                while api.retries == 0:  # noqa: ASYNC110 - nothing to wait on but the counter
+                    await anyio.sleep(0.001)
+            second_started = time.monotonic()
+            group.start_soon(fetch)
+    assert len(runs) == 2
+    first, *later = scripted.received
+    assert second_started < first + 0.2  # the second call really overlapped the pause
+    assert len(later) == 2
+    assert all(t - first >= 0.19 for t in later)
+
+
+async def test_retry_after_is_honoured_for_503(scripted: ScriptedServer) -> None:
+    """A 503 with ``Retry-After`` waits that long (up to the cap) before the retry."""
+    scripted.script(Reply(503, b"{}", {"Retry-After": "0.1"}), Reply(200))
+    async with client_for(scripted, retry=fast_retry(max_retry_after=1.0)) as api:
+        await api.get_run(RUN_ID)
+    first, second = scripted.received
+    assert second - first >= 0.09
+
+
+async def test_truncated_body_is_retried(scripted: ScriptedServer) -> None:
+    """A body cut short by a dropped connection is retried, and the retry's answer is used."""
+    scripted.script(Reply(200, truncate=True), Reply(200))
+    async with client_for(scripted) as api:
+        run = await api.get_run(RUN_ID)
+        assert (api.requests_sent, api.retries) == (2, 1)
+    assert run.id == RUN_ID
+
+
+async def test_truncated_body_without_retries_is_connection_error(
+    scripted: ScriptedServer,
+) -> None:
+    """With no retries left a cut-short body is an ``APIConnectionError``, not a decode error."""
+    scripted.script(Reply(200, truncate=True))
+    async with client_for(scripted, max_retries=0) as api:
+        with pytest.raises(APIConnectionError, match="cut short") as info:
+            await api.get_run(RUN_ID)
+    assert isinstance(info.value.__cause__, aiohttp.ClientError)
+
+
+async def test_connection_refused_is_retried_then_raised() -> None:
+    """No server on the port: ``APIConnectionError`` after every retry, from aiohttp's error."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    async with Client(KEY, base_url=f"http://127.0.0.1:{port}", retry=fast_retry()) as api:
+        with pytest.raises(APIConnectionError) as info:
+            await api.get_run(RUN_ID)
+        assert (api.requests_sent, api.retries) == (3, 2)
+    assert isinstance(info.value.__cause__, aiohttp.ClientError)
+    assert info.value.path == f"/browser-agent/{RUN_ID}"
+
+
+@pytest.mark.parametrize(
+    "own_session", [pytest.param(False, id="client-session"), pytest.param(True, id="own-session")]
+)
+async def test_request_timeout_applies(scripted: ScriptedServer, own_session: bool) -> None:
+    """An answer slower than ``timeout`` is an ``APITimeoutError``, whoever owns the session."""
+    scripted.script(Reply(200, delay=0.15))
+    async with aiohttp.ClientSession() as session:
+        api = client_for(
+            scripted, timeout=0.03, max_retries=0, session=session if own_session else None
+        )
+        async with api:
+            with pytest.raises(APITimeoutError):
+                await api.get_run(RUN_ID)
+    assert scripted.count == 1
+
+
+async def test_cancelling_a_request_closes_the_client_cleanly(scripted: ScriptedServer) -> None:
+    """A deadline around ``async with Client()`` cancels the request in flight and closes up."""
+    scripted.script(Reply(200, delay=0.1))
+    with anyio.move_on_after(0.03) as scope:
+        async with client_for(scripted) as api:
+            await api.get_run(RUN_ID)
+    assert scope.cancelled_caught
+    assert api.requests_sent == 1
+    with pytest.raises(RuntimeError, match="closed"):
+        await api.get_run(RUN_ID)
+
+
+# -- bodies that are not what the API documents -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "call"),
+    [
+        pytest.param(b"<html><body>maintenance</body></html>", "get", id="html-get"),
+        pytest.param(b"<html><body>maintenance</body></html>", "list", id="html-list"),
+        pytest.param(b"[1, 2, 3]", "get", id="json-list-get"),
+        pytest.param(b"[]", "list", id="json-list-list"),
+        pytest.param(b"", "get", id="empty"),
+        pytest.param(b'{"status": "completed"}', "get", id="run-without-id"),
+        pytest.param(b'{"batches": {"id": "x"}}', "list", id="batches-not-a-list"),
+        pytest.param(b'{"id": "65f8a9d2c1e4b5a6f7e8d9c0", "total": "3"}', "get", id="wrong-type"),
+        pytest.param(b'{"id": "65f8a9d2c1e4b5a6f7e8d9c0"', "get", id="truncated-json"),
+    ],
+)
+async def test_unexpected_2xx_body_is_decode_error(
+    scripted: ScriptedServer, body: bytes, call: str
+) -> None:
+    """A 200 whose body is not the documented JSON is a ``ResponseDecodeError``, not retried."""
+    scripted.script(Reply(200, body, {"Content-Type": "text/html"}))
+    async with client_for(scripted) as api:
+        request = api.get_run(RUN_ID) if call == "get" else api.list_runs(limit=3)
+        with pytest.raises(ResponseDecodeError) as info:
+            await request
+    assert info.value.body == body.decode()
+    assert info.value.method == "GET"
+    assert scripted.count == 1
+
+
+async def test_oversized_body_is_refused(scripted: ScriptedServer) -> None:
+    """A body larger than ``max_response_bytes`` is refused with ``ResponseDecodeError``."""
+    scripted.script(Reply(200, b'{"id": "' + b"a" * 5000 + b'"}'))
+    async with client_for(scripted, max_response_bytes=1000) as api:
+        with pytest.raises(ResponseDecodeError, match="max_response_bytes"):
+            await api.get_run(RUN_ID)
+
+
+# -- Retry-After parsing ------------------------------------------------------------------------
+
+NOW = 1_776_000_000.0
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        pytest.param({}, None, id="missing"),
+        pytest.param({"Retry-After": "120"}, 120.0, id="seconds"),
+        pytest.param({"Retry-After": "0"}, 0.0, id="zero"),
+        pytest.param({"Retry-After": " 5 "}, 5.0, id="padded"),
+        pytest.param({"Retry-After": "1.5"}, 1.5, id="fractional"),
+        pytest.param({"RETRY-AFTER": "3"}, 3.0, id="header-case"),
+        pytest.param({"Retry-After": "-3"}, 0.0, id="negative"),
+        pytest.param({"retry-after-ms": "250"}, 0.25, id="milliseconds"),
+        pytest.param({"retry-after-ms": "-10"}, 0.0, id="milliseconds-negative"),
+        pytest.param({"retry-after-ms": "100", "Retry-After": "9"}, 0.1, id="milliseconds-win"),
+        pytest.param({"retry-after-ms": "soon", "Retry-After": "2"}, 2.0, id="bad-ms-falls-back"),
+        pytest.param(
+            {"Retry-After": email.utils.formatdate(NOW + 30, usegmt=True)}, 30.0, id="date-future"
+        ),
+        pytest.param(
+            {"Retry-After": email.utils.formatdate(NOW - 30, usegmt=True)}, 0.0, id="date-past"
+        ),
+        pytest.param({"Retry-After": "Sun, 12 Apr 2026 13:21:00 -0000"}, 60.0, id="date-no-zone"),
+        pytest.param({"Retry-After": "soon"}, None, id="garbage"),
+        pytest.param({"Retry-After": ""}, None, id="empty"),
+        pytest.param({"Retry-After": "inf"}, None, id="infinite"),
+        pytest.param({"Retry-After": "nan"}, None, id="nan"),
+    ],
+)
+def test_parse_retry_after(headers: dict[str, str], expected: float | None) -> None:
+    """Retry-After is read as seconds, milliseconds or an HTTP date; never negative."""
+    result = parse_retry_after(CIMultiDict(headers), now=NOW)
+    if expected is None:
+        assert result is None
+    else:
+        assert result == pytest.approx(expected)
