@@ -1,0 +1,307 @@
+"""The emulator: API keys, the runs each key owns, and the queries the HTTP layer answers."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from bisect import insort
+from collections import Counter
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from ._app import build_app
+from ._clock import Clock, RealClock
+from ._samples import RUN_FAILURES, sample_data, sample_status, sample_task
+from ._state import RunState, TaskPlan
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+__all__ = ["Emulator"]
+
+_encode = msgspec.json.encode
+
+
+def _order_key(run: RunState) -> tuple[int, str]:
+    return (run.created_ms, run.id)
+
+
+class Emulator:
+    """An in-memory pre.dev browser-agent runs API, served by :attr:`app`.
+
+    Runs progress on :attr:`clock`: each task finishes at its planned offset after the run's
+    creation, so a test moves a :class:`ManualClock` forward instead of sleeping.
+
+    Attributes:
+        api_keys: The keys the emulator accepts; each owns its own runs.
+        clock: The time source.
+        seed: Seeds ids, generated tasks and event timelines.
+        request_count: Requests answered so far, on any route and with any status.
+        requests_by_route: Requests answered per route: ``"get"`` and ``"list"``.
+        before_request: Called with the route name (``"get"`` or ``"list"``) and the request
+            at the start of each request to those routes, before anything is checked: tests
+            use it to create or finish runs between page requests.
+    """
+
+    def __init__(
+        self,
+        api_keys: Sequence[str] = ("test-key",),
+        *,
+        clock: Clock | None = None,
+        seed: int = 0,
+    ) -> None:
+        """Create an emulator with no runs.
+
+        Args:
+            api_keys: The accepted API keys (at least one); the first is the default owner
+                of new runs.
+            clock: The time source; defaults to real time (:class:`RealClock`).
+            seed: Seeds ids, generated tasks and event timelines.
+
+        Raises:
+            ValueError: If no key is given, or a key is empty or repeated.
+        """
+        keys = (api_keys,) if isinstance(api_keys, str) else tuple(api_keys)
+        if not keys or not all(keys) or len(set(keys)) != len(keys):
+            raise ValueError("api_keys must be one or more distinct, non-empty strings")
+        self.api_keys: tuple[str, ...] = keys
+        self.clock: Clock = clock if clock is not None else RealClock()
+        self.seed = seed
+        self.request_count = 0
+        self.requests_by_route: Counter[str] = Counter()
+        self.before_request: Callable[[str, web.Request], None] | None = None
+        self._runs: dict[str, RunState] = {}
+        # Per key, runs sorted by (createdAt, id) ascending; pages read it from the end.
+        self._by_key: dict[str, list[RunState]] = {key: [] for key in keys}
+        self._auth: dict[str, str] = {f"Bearer {key}": key for key in keys}
+        self._counter = 0
+        self._app: web.Application | None = None
+
+    @property
+    def app(self) -> web.Application:
+        """The ``aiohttp.web`` application serving this emulator (built once)."""
+        if self._app is None:
+            self._app = build_app(self)
+        return self._app
+
+    # -- making runs ------------------------------------------------------------------------
+
+    def _next(self) -> tuple[str, random.Random]:
+        """Return a fresh run id and the generator for that run's content."""
+        while True:
+            self._counter += 1
+            tag = f"{self.seed}:{self._counter}"
+            run_id = hashlib.sha256(f"asyncclient.testing:{tag}".encode()).hexdigest()[:24]
+            if run_id not in self._runs:
+                return run_id, random.Random(tag)
+
+    def create_run(
+        self,
+        api_key: str | None = None,
+        *,
+        tasks: Sequence[TaskPlan] | None = None,
+        n_tasks: int | None = None,
+        durations: Sequence[float] | None = None,
+        statuses: Sequence[str] | None = None,
+        event_bytes: int = 4_000,
+        fail_with: str | None = None,
+        created_at: float | None = None,
+    ) -> str:
+        """Create a run.
+
+        Args:
+            api_key: The owner; defaults to the first key.
+            tasks: The tasks, fully specified. Excludes ``n_tasks``, ``durations`` and
+                ``statuses``.
+            n_tasks: How many tasks to generate (default 3, or the length of ``durations``
+                or ``statuses``).
+            durations: Each generated task's finish offset in seconds after creation;
+                generated from the seed when omitted.
+            statuses: Each generated task's final status; mostly ``SUCCESS`` when omitted.
+            event_bytes: Approximate size of the run's whole event timeline (what
+                ``includeEvents=true`` adds), from a few KB to tens of MB.
+            fail_with: If set, the run ends ``failed`` with this error. It fails when its
+                middle task (by finish time) would have finished: the tasks done before then
+                keep their planned results, the others end ``ERROR`` with this message.
+            created_at: Creation time in seconds since the epoch; defaults to now.
+
+        Returns:
+            The new run's id (24 lowercase hex characters).
+
+        Raises:
+            ValueError: On an unknown key or inconsistent arguments.
+        """
+        key = self._key(api_key)
+        run_id, rng = self._next()
+        if tasks is not None:
+            if n_tasks is not None or durations is not None or statuses is not None:
+                raise ValueError("pass either tasks or n_tasks/durations/statuses, not both")
+            plans = list(tasks)
+        else:
+            plans = self._generate(rng, n_tasks, durations, statuses)
+        if event_bytes < 0:
+            raise ValueError(f"event_bytes must be >= 0, got {event_bytes!r}")
+        when = self.clock() if created_at is None else created_at
+        run = RunState(
+            run_id=run_id,
+            api_key=key,
+            created_ms=round(when * 1000),
+            plans=plans,
+            event_bytes=event_bytes,
+            fail_with=fail_with,
+            seed=f"{self.seed}:{run_id}",
+        )
+        self._runs[run_id] = run
+        insort(self._by_key[key], run, key=_order_key)
+        return run_id
+
+    def _key(self, api_key: str | None) -> str:
+        if api_key is None:
+            return self.api_keys[0]
+        if api_key not in self._by_key:
+            raise ValueError(f"unknown API key {api_key!r}; known keys: {self.api_keys!r}")
+        return api_key
+
+    @staticmethod
+    def _generate(
+        rng: random.Random,
+        n_tasks: int | None,
+        durations: Sequence[float] | None,
+        statuses: Sequence[str] | None,
+    ) -> list[TaskPlan]:
+        sizes = {len(x) for x in (durations, statuses) if x is not None}
+        if n_tasks is not None:
+            sizes.add(n_tasks)
+        if len(sizes) > 1:
+            raise ValueError(f"n_tasks, durations and statuses disagree on the count: {sizes}")
+        count = sizes.pop() if sizes else 3
+        if count < 1:
+            raise ValueError("a run has at least one task")
+        plans = []
+        for i in range(count):
+            url, instruction, inputs = sample_task(rng)
+            finish = durations[i] if durations is not None else round(rng.uniform(2.0, 20.0), 3)
+            status = statuses[i] if statuses is not None else sample_status(rng)
+            data = sample_data(rng) if status == "SUCCESS" else None
+            plans.append(TaskPlan(url, instruction, inputs, float(finish), status, data))
+        return plans
+
+    def populate(
+        self,
+        n: int = 100,
+        *,
+        api_key: str | None = None,
+        max_duration: float = 60.0,
+        event_bytes: int = 4_000,
+    ) -> list[str]:
+        """Create many varied runs, as if the key had been busy for a while.
+
+        Runs have 1 to 10 tasks lasting up to ``max_duration`` seconds, mostly successful
+        with every failure mode in the mix; about one in twelve ends ``failed``. Creation
+        times are spread over the last ``2 * max_duration`` seconds, so some runs are already
+        finished and others are still processing.
+
+        Args:
+            n: How many runs to create.
+            api_key: The owner; defaults to the first key.
+            max_duration: The longest task, in seconds.
+            event_bytes: Approximate size of each run's event timeline.
+
+        Returns:
+            The new ids, in creation order.
+
+        Raises:
+            ValueError: On an unknown key or a non-positive ``max_duration``.
+        """
+        key = self._key(api_key)
+        if not max_duration > 0:
+            raise ValueError(f"max_duration must be positive, got {max_duration!r}")
+        now = self.clock()
+        rng = random.Random(f"populate:{self.seed}:{self._counter}")
+        ids = []
+        for i in range(n):
+            n_tasks = rng.choice((1, 1, 2, 3, 3, 4, 5, 6, 8, 10))
+            durations = [round(rng.uniform(0.1, 1.0) * max_duration, 3) for _ in range(n_tasks)]
+            fail_with = rng.choice(RUN_FAILURES) if i % 12 == 11 else None
+            ids.append(
+                self.create_run(
+                    key,
+                    durations=durations,
+                    event_bytes=event_bytes,
+                    fail_with=fail_with,
+                    created_at=now - rng.uniform(0.0, 2.0 * max_duration),
+                )
+            )
+        return ids
+
+    def finish_run(self, run_id: str) -> None:
+        """Make every unfinished task of a run finish now, with its planned status.
+
+        Args:
+            run_id: The run.
+
+        Raises:
+            KeyError: If there is no such run.
+        """
+        run = self._runs[run_id]
+        run.finish_by(self.clock() - run.created_at)
+
+    def run_ids(self, api_key: str | None = None) -> list[str]:
+        """Return run ids, newest first (``createdAt`` descending, then id descending).
+
+        Args:
+            api_key: Only this key's runs; ``None`` for every key's.
+
+        Returns:
+            The ids.
+        """
+        if api_key is not None:
+            runs = self._by_key[self._key(api_key)]
+        else:
+            runs = sorted(self._runs.values(), key=_order_key)
+        return [run.id for run in reversed(runs)]
+
+    # -- answering requests (called by the HTTP layer) ---------------------------------------
+
+    def _authorize(self, header: str | None) -> str | None:
+        """Return the API key a request authenticates as, or ``None``."""
+        if header is None:
+            return None
+        key = self._auth.get(header)
+        if key is not None:
+            return key
+        # The scheme is case-insensitive and the separator may be any run of spaces.
+        scheme, _, token = header.strip().partition(" ")
+        token = token.strip()
+        if scheme.lower() == "bearer" and token in self._by_key:
+            return token
+        return None
+
+    def _render_run(self, api_key: str, run_id: str, include_events: bool) -> bytes | None:
+        """Return the body for one run, or ``None`` if the key has no such run."""
+        run = self._runs.get(run_id) or self._runs.get(run_id.lower())
+        if run is None or run.api_key != api_key:
+            return None
+        return run.render_get(self.clock(), include_events)
+
+    def _render_list(self, api_key: str, limit: int, skip: int, status: str | None) -> bytes:
+        """Return the body of one list page."""
+        now = self.clock()
+        runs = self._by_key[api_key]
+        if status is not None:
+            runs = [run for run in runs if run.status_at(now) == status]
+        total = len(runs)
+        end = total - skip
+        page = runs[max(0, end - limit) : end][::-1] if end > 0 else []
+        return _encode(
+            {
+                "batches": [run.render_row(now) for run in page],
+                "total": total,
+                "hasMore": skip + limit < total,
+            }
+        )
+
+    def __repr__(self) -> str:
+        return f"Emulator(keys={len(self.api_keys)}, runs={len(self._runs)}, seed={self.seed})"
