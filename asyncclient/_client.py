@@ -154,18 +154,17 @@ class Client:
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> bool:
+    ) -> None:
         task_group, self._task_group = self._task_group, None
         try:
             if task_group is not None:
                 # Only page prefetches run here; leaving the client stops them.
                 task_group.cancel_scope.cancel()
                 try:
-                    return bool(await task_group.__aexit__(exc_type, exc, tb))
+                    await task_group.__aexit__(exc_type, exc, tb)
                 except BaseExceptionGroup as group:
                     _raise_single(group)
                     raise
-            return False
         finally:
             await self.aclose()
 

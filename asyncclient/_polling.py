@@ -118,6 +118,7 @@ class Watcher:
         self._receive: MemoryObjectReceiveStream[RunUpdate] | None = None
         self._finished = False
         self._watch_deadline = math.inf
+        self._fatal: PredevError | None = None
         self.polls = 0
 
     def __repr__(self) -> str:
@@ -192,13 +193,14 @@ class Watcher:
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> bool:
+    ) -> None:
         task_group = self._task_group
         assert task_group is not None
         self._finished = True
         task_group.cancel_scope.cancel()
         try:
-            suppress = await task_group.__aexit__(exc_type, exc, tb)
+            # Our own cancellation is absorbed here; a failure of the watch is raised below.
+            await task_group.__aexit__(exc_type, exc, tb)
         except BaseExceptionGroup as group:
             _raise_single(group)
             raise
@@ -207,7 +209,8 @@ class Watcher:
                 self._send.close()
             if self._receive is not None:
                 self._receive.close()
-        return bool(suppress)
+        if self._fatal is not None:
+            raise self._fatal
 
     def __aiter__(self) -> AsyncIterator[RunUpdate]:
         return self
@@ -257,8 +260,9 @@ class Watcher:
             else:
                 with anyio.move_on_after(watched.deadline - anyio.current_time()):
                     run = await self._fetch(watched.run_id)
-        except AuthenticationError:
-            raise  # the key is wrong for every run: stop the whole watch
+        except AuthenticationError as error:
+            self._fail(error)  # the key is wrong for every run: stop the whole watch
+            return
         except NotFoundError as error:
             now = anyio.current_time()
             if now - watched.added_at < self.policy.not_found_grace and now < watched.deadline:
@@ -291,6 +295,12 @@ class Watcher:
             # Events are large: fetch them once, when the run can no longer change.
             run = await self._fetch_run(run_id, True)
         return run
+
+    def _fail(self, error: PredevError) -> None:
+        if self._fatal is None:
+            self._fatal = error
+        assert self._task_group is not None
+        self._task_group.cancel_scope.cancel()
 
     def _reschedule(self, watched: _Watched, now: float) -> None:
         if watched.delivered:

@@ -111,9 +111,7 @@ async def test_limit_caps_the_walk(
     assert [run.id for run in runs] == emulator.run_ids("test-key")[:limit]
 
 
-async def test_pages_yield_batches(
-    client: Client, emulator: Emulator, clock: ManualClock
-) -> None:
+async def test_pages_yield_batches(client: Client, emulator: Emulator, clock: ManualClock) -> None:
     """``.pages()`` yields the same runs a page at a time, each page at most page_size."""
     make_history(emulator, clock, 120)
     pages = [page async for page in client.iter_runs(page_size=50).pages()]

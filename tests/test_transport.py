@@ -276,7 +276,7 @@ async def test_rate_limit_pauses_other_requests_of_the_client(scripted: Scripted
             group.start_soon(fetch)
             with anyio.fail_after(2):
                 # The client counts the retry in the same step that starts its pause.
-                while api.retries == 0:  # noqa: ASYNC110 - nothing to wait on but the counter
+                while api.retries == 0:
                     await anyio.sleep(0.001)
             second_started = time.monotonic()
             group.start_soon(fetch)
