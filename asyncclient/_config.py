@@ -34,6 +34,8 @@ LIST_PAGE_MAX = 100
 """The largest page the list endpoint serves."""
 
 RUN_STATUS_FILTERS = ("processing", "completed")
+RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+"""Statuses worth another try: the server or something in between had a passing problem."""
 RouteStyle = Literal["legacy", "v1"]
 
 _RUN_ID = re.compile(r"[0-9a-fA-F]{24}")
@@ -124,6 +126,12 @@ class RetryPolicy:
         max_delay: the cap of a backoff delay.
         max_retry_after: the longest ``Retry-After`` honoured; longer values are cut to it, so an
             absurd header never means a sleep of hours.
+        budget: the client-wide retry quota (in the style of AWS's): a retry costs
+            ``retry_cost`` tokens (a timeout ``2 * retry_cost``), a request that succeeds at once
+            gives one back, one that succeeds after retries gives their cost back. When the
+            quota is spent, failures are not retried until successes refill it, so an outage
+            does not turn into a retry storm. ``None`` disables the quota.
+        retry_cost: tokens one retry takes from ``budget``.
     """
 
     max_retries: int = 2
@@ -131,6 +139,8 @@ class RetryPolicy:
     multiplier: float = 2.0
     max_delay: float = 8.0
     max_retry_after: float = 60.0
+    budget: int | None = 500
+    retry_cost: int = 5
 
     def __post_init__(self) -> None:
         _check_int("max_retries", self.max_retries, minimum=0, maximum=100)
@@ -138,6 +148,9 @@ class RetryPolicy:
         _check_number("multiplier", self.multiplier, minimum=1.0, allow_zero=True)
         _check_number("max_delay", self.max_delay, minimum=0, allow_zero=True)
         _check_number("max_retry_after", self.max_retry_after, minimum=0, allow_zero=True)
+        if self.budget is not None:
+            _check_int("budget", self.budget, minimum=0)
+        _check_int("retry_cost", self.retry_cost, minimum=0)
         if self.max_delay < self.initial_delay:
             raise ValueError("max_delay must be >= initial_delay")
 
@@ -179,6 +192,10 @@ class PollPolicy:
         not_found_grace: seconds a freshly added id may answer 404 (the run may not be visible
             yet) before it is delivered with the :class:`NotFoundError`.
         buffer_size: how many updates may wait for a slow consumer before pollers pause.
+        max_failed_polls: how many polls of one run in a row may fail with a transient error
+            (connection error, timeout, 408, 429, 5xx: each already retried by the session
+            layer) before that run is delivered with the error. Failed polls keep the run's
+            normal cadence, so a spent retry budget or an outage never loses a run.
     """
 
     initial_delay: float = 1.0
@@ -190,6 +207,7 @@ class PollPolicy:
     timeout: float | None = None
     not_found_grace: float = 10.0
     buffer_size: int = 256
+    max_failed_polls: int = 5
     _schedule: tuple[float, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -206,6 +224,7 @@ class PollPolicy:
         _check_optional_positive("timeout", self.timeout)
         _check_number("not_found_grace", self.not_found_grace, minimum=0, allow_zero=True)
         _check_int("buffer_size", self.buffer_size, minimum=1, maximum=1_000_000)
+        _check_int("max_failed_polls", self.max_failed_polls, minimum=1, maximum=1_000_000)
         object.__setattr__(
             self,
             "_schedule",

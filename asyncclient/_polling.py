@@ -25,8 +25,15 @@ import anyio
 import anyio.abc
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from ._config import PollPolicy, validate_run_id
-from ._exceptions import AuthenticationError, NotFoundError, PredevError, WatchTimeoutError
+from ._config import RETRY_STATUSES, PollPolicy, validate_run_id
+from ._exceptions import (
+    APIConnectionError,
+    APIStatusError,
+    AuthenticationError,
+    NotFoundError,
+    PredevError,
+    WatchTimeoutError,
+)
 from ._models import Run
 
 if sys.version_info < (3, 11):  # pragma: no cover
@@ -63,7 +70,15 @@ class RunUpdate:
 
 
 class _Watched:
-    __slots__ = ("added_at", "attempt", "deadline", "delivered", "last_completed", "run_id")
+    __slots__ = (
+        "added_at",
+        "attempt",
+        "deadline",
+        "delivered",
+        "failures",
+        "last_completed",
+        "run_id",
+    )
 
     def __init__(self, run_id: str, added_at: float, deadline: float) -> None:
         self.run_id = run_id
@@ -71,6 +86,7 @@ class _Watched:
         self.deadline = deadline
         self.attempt = 0
         self.last_completed = -1
+        self.failures = 0
         self.delivered = False
 
 
@@ -271,8 +287,13 @@ class Watcher:
                 await self._deliver(watched, error=error)
             return
         except PredevError as error:
-            await self._deliver(watched, error=error)
+            watched.failures += 1
+            if _is_transient(error) and watched.failures < self.policy.max_failed_polls:
+                self._reschedule(watched, anyio.current_time())
+            else:
+                await self._deliver(watched, error=error)
             return
+        watched.failures = 0
         if run is not None and run.is_terminal:
             await self._deliver(watched, run=run)
             return
@@ -322,6 +343,12 @@ class Watcher:
     async def _put(self, update: RunUpdate) -> None:
         assert self._send is not None
         await self._send.send(update)
+
+
+def _is_transient(error: PredevError) -> bool:
+    if isinstance(error, APIConnectionError):
+        return True
+    return isinstance(error, APIStatusError) and error.status in RETRY_STATUSES
 
 
 def _raise_single(group: BaseExceptionGroup[BaseException]) -> None:

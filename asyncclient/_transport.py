@@ -23,7 +23,7 @@ import msgspec
 from yarl import URL
 
 from . import __version__
-from ._config import RetryPolicy
+from ._config import RETRY_STATUSES, RetryPolicy
 from ._exceptions import (
     APIConnectionError,
     APIStatusError,
@@ -36,7 +36,6 @@ from ._exceptions import (
 
 logger = logging.getLogger("asyncclient")
 
-RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 DEFAULT_MAX_RESPONSE_BYTES = 512 * 1024 * 1024
 _CHUNK = 256 * 1024
 
@@ -84,6 +83,34 @@ def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -
     return max(0.0, when.timestamp() - current)
 
 
+class RetryBudget:
+    """A token bucket shared by every request of a client; retries spend it, successes refill it.
+
+    Args:
+        capacity: the most tokens it holds (and starts with).
+        retry_cost: tokens one retry takes.
+    """
+
+    def __init__(self, capacity: int, retry_cost: int) -> None:
+        self.capacity = capacity
+        self.tokens = capacity
+        self.retry_cost = retry_cost
+        self.refused = 0
+        """Retries not made because the budget was spent."""
+
+    def try_spend(self, cost: int) -> bool:
+        """Take ``cost`` tokens if there are that many."""
+        if cost > self.tokens:
+            self.refused += 1
+            return False
+        self.tokens -= cost
+        return True
+
+    def refund(self, amount: int) -> None:
+        """Give ``amount`` tokens back, up to the capacity."""
+        self.tokens = min(self.capacity, self.tokens + amount)
+
+
 class Transport:
     """Sends requests with the key, retries transient failures, returns bodies as bytes.
 
@@ -125,6 +152,9 @@ class Transport:
         self._sleep = sleep
         self._resume_at = 0.0
         self._closed = False
+        self.budget = (
+            RetryBudget(retry.budget, retry.retry_cost) if retry.budget is not None else None
+        )
         self.requests_sent = 0
         """How many HTTP requests were sent (attempts, retries included)."""
         self.retries = 0
@@ -163,6 +193,8 @@ class Transport:
         """
         next_delay: Callable[[], float] | None = None
         attempt = 0
+        spent = 0
+        budget = self.budget
         while True:
             await self._wait_for_pause()
             error: PredevError
@@ -173,6 +205,8 @@ class Transport:
                 error = exc
             else:
                 if 200 <= status < 300:
+                    if budget is not None:
+                        budget.refund(spent or 1)
                     return body
                 error = self._status_error(status, "GET", path, headers, body)
                 if status not in RETRY_STATUSES:
@@ -180,6 +214,11 @@ class Transport:
                 retry_after = parse_retry_after(headers)
             if attempt >= self._retry.max_retries:
                 raise error
+            if budget is not None:
+                cost = budget.retry_cost * (2 if isinstance(error, APITimeoutError) else 1)
+                if not budget.try_spend(cost):
+                    raise error
+                spent += cost
             attempt += 1
             if next_delay is None:
                 next_delay = self._retry.delays()
