@@ -31,6 +31,7 @@ from ._exceptions import (
     RateLimitError,
     ResponseDecodeError,
     ServerError,
+    WalkStalledError,
     WatchTimeoutError,
 )
 from ._models import EventType, Run, RunnerEvent, RunPage, RunStatus, TaskResult, TaskStatus
@@ -61,6 +62,7 @@ __all__ = [
     "ServerError",
     "TaskResult",
     "TaskStatus",
+    "WalkStalledError",
     "WatchTimeoutError",
     "Watcher",
     "__version__",

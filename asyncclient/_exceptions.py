@@ -13,7 +13,8 @@ Every error this library raises on purpose derives from :class:`PredevError`::
     │   ├── RateLimitError          429 RATE_LIMITED / QUEUE_FULL
     │   └── ServerError             5xx
     ├── ResponseDecodeError         a 2xx whose body is not the expected JSON
-    └── WatchTimeoutError           a watched run did not finish before its deadline
+    ├── WatchTimeoutError           a watched run did not finish before its deadline
+    └── WalkStalledError            the run list changed faster than it could be walked
 
 Bad arguments are refused before any request with a plain :class:`ValueError`.
 None of these errors ever holds the API key, and aiohttp's exceptions never escape: ours are
@@ -34,6 +35,7 @@ __all__ = [
     "RateLimitError",
     "ResponseDecodeError",
     "ServerError",
+    "WalkStalledError",
     "WatchTimeoutError",
 ]
 
@@ -163,6 +165,14 @@ class WatchTimeoutError(PredevError, TimeoutError):
     def __init__(self, run_id: str, message: str) -> None:
         super().__init__(f"run {run_id}: {message}")
         self.run_id = run_id
+
+
+class WalkStalledError(PredevError):
+    """:meth:`Client.iter_runs` read the list many times in a row without finding a new run.
+
+    The list changed faster than it could be walked (for example, more runs were created per
+    request than a page holds); the walk stops instead of spinning.
+    """
 
 
 def _status_error_class(status: int) -> type[APIStatusError]:

@@ -28,10 +28,10 @@ import anyio
 
 from ._config import LIST_PAGE_MAX, validate_status_filter
 from ._config import _check_int as check_int
-from ._exceptions import PredevError
+from ._exceptions import WalkStalledError
 from ._models import Run, RunPage
 
-__all__ = ["RunIterator", "WalkStalledError"]
+__all__ = ["RunIterator"]
 
 FetchPage = Callable[[int, int, "str | None"], Awaitable[RunPage]]
 """``fetch_page(limit, skip, status) -> RunPage``."""
@@ -44,10 +44,6 @@ def _created(run: Run) -> datetime:
     if created is None:
         return _MIN_TIME
     return created.replace(tzinfo=None) if created.tzinfo is not None else created
-
-
-class WalkStalledError(PredevError):
-    """The list changed faster than it could be walked (many re-reads without progress)."""
 
 
 class _Walk:

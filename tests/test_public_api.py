@@ -35,6 +35,7 @@ EXPECTED_PUBLIC = {
     "ServerError",
     "TaskResult",
     "TaskStatus",
+    "WalkStalledError",
     "WatchTimeoutError",
     "Watcher",
     "__version__",
