@@ -296,6 +296,7 @@ class Client:
         return Watcher(
             self._fetch_run,
             run_ids,
+            fetch_page=self._fetch_page,
             include_events=include_events,
             progress=progress,
             policy=policy or self._poll_policy,

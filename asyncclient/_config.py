@@ -167,7 +167,8 @@ class RetryPolicy:
         return next_delay
 
 
-PollStrategy = Literal["per-run"]
+PollStrategy = Literal["auto", "per-run", "list"]
+POLL_STRATEGIES = ("auto", "per-run", "list")
 
 
 @dataclass(frozen=True)
@@ -192,6 +193,11 @@ class PollPolicy:
         not_found_grace: seconds a freshly added id may answer 404 (the run may not be visible
             yet) before it is delivered with the :class:`NotFoundError`.
         buffer_size: how many updates may wait for a slow consumer before pollers pause.
+        strategy: ``"per-run"`` polls every run with its own GET; ``"list"`` reads the whole
+            ``status=processing`` list on the same schedule (a hundred runs a request), needs no
+            GET for a run seen processing there, and confirms a run missing from it with one
+            GET; ``"auto"`` (the default) decides at every scan tick: it scans when the pages of
+            a scan cost fewer requests than the GETs due before the next tick.
         max_failed_polls: how many polls of one run in a row may fail with a transient error
             (connection error, timeout, 408, 429, 5xx: each already retried by the session
             layer) before that run is delivered with the error. Failed polls keep the run's
@@ -208,6 +214,7 @@ class PollPolicy:
     not_found_grace: float = 10.0
     buffer_size: int = 256
     max_failed_polls: int = 5
+    strategy: PollStrategy = "auto"
     _schedule: tuple[float, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -225,6 +232,10 @@ class PollPolicy:
         _check_number("not_found_grace", self.not_found_grace, minimum=0, allow_zero=True)
         _check_int("buffer_size", self.buffer_size, minimum=1, maximum=1_000_000)
         _check_int("max_failed_polls", self.max_failed_polls, minimum=1, maximum=1_000_000)
+        if self.strategy not in POLL_STRATEGIES:
+            raise ValueError(
+                f"strategy must be one of {', '.join(POLL_STRATEGIES)}, got {self.strategy!r}"
+            )
         object.__setattr__(
             self,
             "_schedule",

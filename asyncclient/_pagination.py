@@ -76,6 +76,11 @@ class _Walk:
         self._last_total = page.total
         return page
 
+    @property
+    def total(self) -> int | None:
+        """The list's ``total`` as of the last page read."""
+        return self._last_total
+
     async def next_batch(self) -> list[Run]:
         """The next runs of the walk (empty only when the walk is over)."""
         stalled = 0

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import logging
 import math
 import random
 import sys
@@ -25,7 +26,7 @@ import anyio
 import anyio.abc
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from ._config import RETRY_STATUSES, PollPolicy, validate_run_id
+from ._config import LIST_PAGE_MAX, RETRY_STATUSES, PollPolicy, validate_run_id
 from ._exceptions import (
     APIConnectionError,
     APIStatusError,
@@ -34,12 +35,15 @@ from ._exceptions import (
     PredevError,
     WatchTimeoutError,
 )
-from ._models import Run
+from ._models import Run, RunPage
+from ._pagination import FetchPage, _Walk
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
 
 __all__ = ["RunUpdate", "Watcher"]
+
+logger = logging.getLogger("asyncclient")
 
 FetchRun = Callable[[str, bool], Awaitable[Run]]
 """``fetch_run(run_id, include_events) -> Run``."""
@@ -73,10 +77,14 @@ class _Watched:
     __slots__ = (
         "added_at",
         "attempt",
+        "confirm",
         "deadline",
         "delivered",
+        "due",
         "failures",
+        "in_flight",
         "last_completed",
+        "natural_due",
         "run_id",
     )
 
@@ -88,6 +96,13 @@ class _Watched:
         self.last_completed = -1
         self.failures = 0
         self.delivered = False
+        # When the run is next polled; heap entries with another time are stale.
+        self.due = added_at
+        # When per-run polling alone would poll it; list scans push ``due`` past this.
+        self.natural_due = added_at
+        # Absent from a list scan: the next poll is the confirming one.
+        self.confirm = False
+        self.in_flight = False
 
 
 class Watcher:
@@ -100,6 +115,8 @@ class Watcher:
     Attributes:
         policy: the polling policy in force.
         polls: how many polls (GETs) the watch has made.
+        scans: how many list scans the watch has made (list-assisted strategies).
+        scan_requests: how many list pages those scans read.
     """
 
     def __init__(
@@ -107,6 +124,7 @@ class Watcher:
         fetch_run: FetchRun,
         run_ids: Iterable[str],
         *,
+        fetch_page: FetchPage | None = None,
         include_events: bool = False,
         progress: bool = False,
         policy: PollPolicy | None = None,
@@ -120,6 +138,9 @@ class Watcher:
             raise ValueError(f"policy must be a PollPolicy, got {type(policy).__name__}")
         self.policy = policy or PollPolicy()
         self._fetch_run = fetch_run
+        self._fetch_page = fetch_page
+        if self.policy.strategy != "per-run" and fetch_page is None:
+            raise ValueError(f"strategy {self.policy.strategy!r} needs a list endpoint")
         self._include_events = include_events
         self._progress = progress
         self._rand = rand
@@ -135,7 +156,18 @@ class Watcher:
         self._finished = False
         self._watch_deadline = math.inf
         self._fatal: PredevError | None = None
+        self._active: dict[str, _Watched] = {}
+        # Every request of the watch, GETs and list pages alike, holds one of these.
+        self._limiter = anyio.CapacityLimiter(self.policy.max_in_flight)
+        self._scan_wakeup = anyio.Event()
+        self._scan_attempt = 0
+        self._scan_total: int | None = None
+        self._next_scan_at = math.inf
+        self._scanning = False
+        self._scan_duration: float | None = None
         self.polls = 0
+        self.scans = 0
+        self.scan_requests = 0
 
     def __repr__(self) -> str:
         return f"<Watcher pending={self._undelivered} polls={self.polls}>"
@@ -173,16 +205,47 @@ class Watcher:
         if run_timeout is not None:
             deadline = min(deadline, now + run_timeout)
         added = 0
-        for run_id in ids:
+        fresh = [run_id for run_id in dict.fromkeys(ids) if run_id not in self._seen]
+        first_look = now
+        if self.policy.strategy != "per-run" and fresh:
+            self._scan_attempt = 0  # new runs: scans start again from the fast end
+            pending_gets = len(fresh) + sum(
+                1 for w in self._active.values() if w.natural_due <= now + self.policy.initial_delay
+            )
+            if self._scan_is_cheaper(pending_gets):
+                # A scan is about to happen: new runs wait for it instead of a GET each.
+                self._scanning = True
+                first_look = now + self._scan_grace()
+            self._next_scan_at = now
+            self._scan_wakeup.set()
+        for run_id in fresh:
             if run_id in self._seen:
                 continue
             self._seen.add(run_id)
-            heapq.heappush(self._heap, (now, next(self._counter), _Watched(run_id, now, deadline)))
+            watched = _Watched(run_id, now, deadline)
+            self._active[run_id] = watched
+            self._schedule(watched, min(first_look, deadline))
             added += 1
         if added:
             self._undelivered += added
             self._wakeup.set()
         return added
+
+    def _scan_pages(self) -> int:
+        known = self._scan_total if self._scan_total is not None else len(self._active)
+        return max(1, -(-known // LIST_PAGE_MAX))
+
+    def _scan_grace(self) -> float:
+        # Long enough for the next scan to read its pages and come back.
+        if self._scan_duration is not None:
+            return max(self.policy.initial_delay, 2.0 * self._scan_duration)
+        return self.policy.initial_delay + 0.005 * self._scan_pages()
+
+    def _schedule(self, watched: _Watched, due: float) -> None:
+        watched.due = due
+        heapq.heappush(self._heap, (due, next(self._counter), watched))
+        if due <= self._heap[0][0]:
+            self._wakeup.set()
 
     async def __aenter__(self) -> Watcher:
         if self._task_group is not None:
@@ -198,6 +261,8 @@ class Watcher:
             for _ in range(self.policy.max_in_flight):
                 task_group.start_soon(self._work, from_dispatcher.clone())
         task_group.start_soon(self._dispatch, to_workers)
+        if self.policy.strategy != "per-run":
+            task_group.start_soon(self._scan_loop)
         timeout = self.policy.timeout
         self._watch_deadline = anyio.current_time() + timeout if timeout is not None else math.inf
         self._add(self._initial)
@@ -259,23 +324,30 @@ class Watcher:
                         await self._wakeup.wait()
                     continue
                 heapq.heappop(heap)
-                if not watched.delivered:
+                if not watched.delivered and due == watched.due:
                     await to_workers.send(watched)
 
     async def _work(self, from_dispatcher: MemoryObjectReceiveStream[_Watched]) -> None:
         with from_dispatcher:
             async for watched in from_dispatcher:
-                await self._poll(watched)
+                if watched.delivered or watched.in_flight:
+                    continue  # delivered or re-scheduled while it waited for a worker
+                watched.in_flight = True
+                try:
+                    async with self._limiter:
+                        await self._poll(watched)
+                finally:
+                    watched.in_flight = False
 
     async def _poll(self, watched: _Watched) -> None:
         self.polls += 1
         run: Run | None = None
         try:
             if watched.deadline == math.inf:
-                run = await self._fetch(watched.run_id)
+                run = await self._fetch(watched)
             else:
                 with anyio.move_on_after(watched.deadline - anyio.current_time()):
-                    run = await self._fetch(watched.run_id)
+                    run = await self._fetch(watched)
         except AuthenticationError as error:
             self._fail(error)  # the key is wrong for every run: stop the whole watch
             return
@@ -310,7 +382,13 @@ class Watcher:
                 await self._put(RunUpdate(watched.run_id, run=run, final=False))
         self._reschedule(watched, now)
 
-    async def _fetch(self, run_id: str) -> Run:
+    async def _fetch(self, watched: _Watched) -> Run:
+        run_id = watched.run_id
+        if watched.confirm and self._include_events:
+            # Absent from a scan: most likely finished, so one GET with events confirms it.
+            watched.confirm = False
+            return await self._fetch_run(run_id, True)
+        watched.confirm = False
         run = await self._fetch_run(run_id, False)
         if run.is_terminal and self._include_events:
             # Events are large: fetch them once, when the run can no longer change.
@@ -326,11 +404,14 @@ class Watcher:
     def _reschedule(self, watched: _Watched, now: float) -> None:
         if watched.delivered:
             return
-        due = min(now + self.policy.delay(watched.attempt, self._rand), watched.deadline)
+        natural = now + self.policy.delay(watched.attempt, self._rand)
         watched.attempt += 1
-        heapq.heappush(self._heap, (due, next(self._counter), watched))
-        if due <= self._heap[0][0]:
-            self._wakeup.set()
+        watched.natural_due = natural
+        due = natural
+        if self._scanning:
+            # Scans are watching it: no GET unless a scan misses it or scans stop.
+            due = max(natural, max(self._next_scan_at, now) + self._scan_grace())
+        self._schedule(watched, min(due, watched.deadline))
 
     async def _deliver(
         self, watched: _Watched, *, run: Run | None = None, error: PredevError | None = None
@@ -338,11 +419,93 @@ class Watcher:
         if watched.delivered:
             return
         watched.delivered = True
+        del self._active[watched.run_id]
         await self._put(RunUpdate(watched.run_id, run=run, error=error))
 
     async def _put(self, update: RunUpdate) -> None:
         assert self._send is not None
         await self._send.send(update)
+
+    async def _scan_loop(self) -> None:
+        """Decide, tick by tick, whether a list scan beats per-run GETs, and scan when it does."""
+        self._next_scan_at = anyio.current_time()
+        while True:
+            delay = self._next_scan_at - anyio.current_time()
+            if delay > 0:
+                if self._scan_wakeup.is_set():
+                    self._scan_wakeup = anyio.Event()
+                with anyio.move_on_after(delay):
+                    await self._scan_wakeup.wait()
+                continue
+            now = anyio.current_time()
+            interval = self.policy.delay(self._scan_attempt, self._rand)
+            self._scan_attempt += 1
+            self._next_scan_at = now + interval
+            if not self._active:
+                self._scanning = False
+                self._next_scan_at = math.inf  # add() wakes us up
+                continue
+            due_gets = sum(1 for w in self._active.values() if w.natural_due <= self._next_scan_at)
+            if self._scan_is_cheaper(due_gets):
+                self._scanning = True
+                await self._scan(now)
+            elif self._scanning:
+                self._scanning = False
+                self._release_postponed()
+
+    def _scan_is_cheaper(self, due_gets: int) -> bool:
+        if self.policy.strategy == "list":
+            return True
+        return self._scan_pages() < due_gets
+
+    def _release_postponed(self) -> None:
+        for watched in self._active.values():
+            if watched.due > watched.natural_due:
+                self._schedule(watched, min(watched.natural_due, watched.deadline))
+
+    async def _scan(self, started: float) -> None:
+        """Read every processing run; runs seen need no GET, runs missing get a confirming one."""
+        assert self._fetch_page is not None
+        fetch_page = self._fetch_page
+
+        async def fetch_page_in_limit(limit: int, skip: int, status: str | None) -> RunPage:
+            async with self._limiter:
+                return await fetch_page(limit, skip, status)
+
+        walk = _Walk(fetch_page_in_limit, status="processing", page_size=LIST_PAGE_MAX)
+        seen: dict[str, Run] = {}
+        try:
+            while not walk.done:
+                for row in await walk.next_batch():
+                    seen[row.id] = row
+        except AuthenticationError as error:
+            self._fail(error)
+            return
+        except PredevError as error:
+            # A failed scan only costs its hint: runs fall back to their per-run schedule.
+            logger.debug("list scan failed, polling runs one by one this tick: %s", error)
+            self._release_postponed()
+            return
+        finally:
+            self.scans += 1
+            self.scan_requests += walk.requests
+        self._scan_total = walk.total
+        now = anyio.current_time()
+        self._scan_duration = now - started
+        for watched in list(self._active.values()):
+            if watched.delivered or watched.added_at > started:
+                continue  # added during the scan: it may not be listed yet
+            if watched.confirm or watched.in_flight:
+                continue  # a GET of its own is already on its way
+            listed = seen.get(watched.run_id)
+            if listed is None:
+                watched.confirm = True
+                self._schedule(watched, now)
+                continue
+            if self._progress and listed.completed != watched.last_completed:
+                watched.last_completed = listed.completed
+                await self._put(RunUpdate(watched.run_id, run=listed, final=False))
+            self._reschedule(watched, now)
 
 
 def _is_transient(error: PredevError) -> bool:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
+from typing import Any, cast
 
 import aiohttp
 import anyio
@@ -22,13 +23,36 @@ from asyncclient import (
     ServerError,
     WatchTimeoutError,
 )
+from asyncclient._config import PollStrategy
 from asyncclient.testing import Emulator, EmulatorServer, ManualClock
 
 pytestmark = pytest.mark.anyio
 
-FAST = PollPolicy(
-    initial_delay=0.002, multiplier=1.5, max_delay=0.01, max_in_flight=16, not_found_grace=0.0
-)
+STRATEGY: PollStrategy = "per-run"
+
+
+@pytest.fixture(autouse=True, params=["per-run", "list", "auto"])
+def strategy(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Every poller behaviour holds in every polling strategy."""
+    global STRATEGY
+    STRATEGY = cast(PollStrategy, request.param)
+    yield request.param
+    STRATEGY = "per-run"
+
+
+def policy(**kwargs: Any) -> PollPolicy:
+    """A shrunk policy in the strategy under test."""
+    options: dict[str, Any] = {
+        "initial_delay": 0.002,
+        "multiplier": 1.5,
+        "max_delay": 0.01,
+        "max_in_flight": 16,
+        "not_found_grace": 0.0,
+    }
+    options.update(kwargs)
+    return PollPolicy(strategy=STRATEGY, **options)
+
+
 MISSING_ID = "0123456789abcdef01234567"
 JSON = "application/json"
 
@@ -80,7 +104,7 @@ async def test_many_runs_finishing_in_random_order(
     wave_of = {run_id: index for index, wave in enumerate(waves) for run_id in wave}
     clock.advance(61)
     updates: list[RunUpdate] = []
-    async with client.watch(ids, policy=FAST) as watcher:
+    async with client.watch(ids, policy=policy()) as watcher:
         async for update in watcher:
             updates.append(update)
             if len(updates) % 60 == 0:
@@ -98,7 +122,7 @@ async def test_every_terminal_status_is_delivered(
     mixed = emulator.create_run(durations=[1.0] * len(statuses), statuses=statuses)
     failed = emulator.create_run(durations=[1.0, 2.0, 3.0, 4.0], fail_with="browser pool down")
     clock.advance(10)
-    updates = await drain(client, [mixed, failed], policy=FAST)
+    updates = await drain(client, [mixed, failed], policy=policy())
     by_id = {update.run_id: update for update in updates}
     mixed_run = by_id[mixed].run
     failed_run = by_id[failed].run
@@ -115,7 +139,7 @@ async def test_not_found_is_isolated(
     good = emulator.create_run(durations=[1.0])
     others_run = emulator.create_run(api_key="other-key", durations=[1.0])
     clock.advance(5)
-    updates = await drain(client, [good, MISSING_ID, others_run], policy=FAST)
+    updates = await drain(client, [good, MISSING_ID, others_run], policy=policy())
     assert_exactly_once(updates, [good, MISSING_ID, others_run])
     by_id = {update.run_id: update for update in updates}
     assert by_id[good].run is not None
@@ -140,17 +164,17 @@ async def test_fresh_id_may_answer_404_during_the_grace_period(
             )
 
     emulator.before_request = not_visible_yet
-    policy = PollPolicy(initial_delay=0.002, max_delay=0.01, not_found_grace=5.0)
-    updates = await drain(client, [run_id], policy=policy)
+    policy_ = policy(initial_delay=0.002, max_delay=0.01, not_found_grace=5.0)
+    updates = await drain(client, [run_id], policy=policy_)
     assert len(updates) == 1 and updates[0].run is not None
     assert hidden_for == 0
 
 
 async def test_not_found_after_the_grace_period(client: Client, emulator: Emulator) -> None:
     """An id still 404 once the grace period is over is delivered as NotFoundError."""
-    policy = PollPolicy(initial_delay=0.002, max_delay=0.005, not_found_grace=0.05)
+    policy_ = policy(initial_delay=0.002, max_delay=0.005, not_found_grace=0.05)
     started = anyio.current_time()
-    updates = await drain(client, [MISSING_ID], policy=policy)
+    updates = await drain(client, [MISSING_ID], policy=policy_)
     assert isinstance(updates[0].error, NotFoundError)
     assert anyio.current_time() - started >= 0.05
     assert emulator.requests_by_route["get"] >= 3
@@ -160,8 +184,8 @@ async def test_run_deadline(client: Client, emulator: Emulator) -> None:
     """A run still processing at its deadline yields WatchTimeoutError; others are unaffected."""
     slow = emulator.create_run(durations=[10_000.0])
     done = emulator.create_run(durations=[0.0])
-    policy = PollPolicy(initial_delay=0.002, max_delay=0.01, run_timeout=0.1)
-    updates = await drain(client, [slow, done], policy=policy)
+    policy_ = policy(initial_delay=0.002, max_delay=0.01, run_timeout=0.1)
+    updates = await drain(client, [slow, done], policy=policy_)
     by_id = {update.run_id: update for update in updates}
     error = by_id[slow].error
     assert isinstance(error, WatchTimeoutError)
@@ -174,8 +198,8 @@ async def test_watch_deadline_delivers_every_remaining_run(
 ) -> None:
     """When the whole watch's timeout passes, every undelivered run gets WatchTimeoutError."""
     slow = [emulator.create_run(durations=[10_000.0]) for _ in range(20)]
-    policy = PollPolicy(initial_delay=0.002, max_delay=0.01, timeout=0.1)
-    updates = await drain(client, slow, policy=policy)
+    policy_ = policy(initial_delay=0.002, max_delay=0.01, timeout=0.1)
+    updates = await drain(client, slow, policy=policy_)
     assert_exactly_once(updates, slow)
     assert all(isinstance(update.error, WatchTimeoutError) for update in updates)
 
@@ -188,7 +212,7 @@ async def test_add_while_watching_and_duplicates(
     later = [emulator.create_run(durations=[1.0]) for _ in range(5)]
     clock.advance(5)
     updates: list[RunUpdate] = []
-    async with client.watch(first + first[:2], policy=FAST) as watcher:
+    async with client.watch(first + first[:2], policy=policy()) as watcher:
         assert watcher.pending == 5
         async for update in watcher:
             updates.append(update)
@@ -213,7 +237,7 @@ async def test_consumer_breaks_early(server: EmulatorServer, emulator: Emulator)
     ids = [emulator.create_run(durations=[10_000.0]) for _ in range(50)] + [
         emulator.create_run(durations=[0.0])
     ]
-    async with Client(server.api_key, base_url=server.base_url, poll_policy=FAST) as client:
+    async with Client(server.api_key, base_url=server.base_url, poll_policy=policy()) as client:
         async with client.watch(ids) as watcher:
             async for update in watcher:
                 assert update.run_id == ids[-1]
@@ -230,7 +254,7 @@ async def test_cancelled_consumer_stops_polling(client: Client, emulator: Emulat
     """Cancelling the consumer mid-watch leaves nothing polling and raises nothing."""
     ids = [emulator.create_run(durations=[10_000.0]) for _ in range(30)]
     with anyio.move_on_after(0.05) as scope:
-        await drain(client, ids, policy=FAST)
+        await drain(client, ids, policy=policy())
     assert scope.cancelled_caught
     await anyio.sleep(0.02)  # requests already on the wire may still land
     count = emulator.request_count
@@ -244,9 +268,9 @@ async def test_slow_consumer_backpressure(
     """A slow consumer makes pollers wait: the buffer never overflows and nothing is dropped."""
     ids = [emulator.create_run(durations=[1.0]) for _ in range(40)]
     clock.advance(5)
-    policy = PollPolicy(initial_delay=0.002, max_delay=0.01, buffer_size=2, max_in_flight=4)
+    policy_ = policy(initial_delay=0.002, max_delay=0.01, buffer_size=2, max_in_flight=4)
     updates: list[RunUpdate] = []
-    async with client.watch(ids, policy=policy) as watcher:
+    async with client.watch(ids, policy=policy_) as watcher:
         async for update in watcher:
             updates.append(update)
             await anyio.sleep(0.002)
@@ -269,7 +293,7 @@ async def test_server_errors_are_retried_then_isolated(
             raise web.HTTPServiceUnavailable(text="upstream busy")
 
     emulator.before_request = flaky
-    updates = await drain(client, [*ids, broken], policy=FAST)
+    updates = await drain(client, [*ids, broken], policy=policy())
     assert_exactly_once(updates, [*ids, broken])
     by_id = {update.run_id: update for update in updates}
     assert isinstance(by_id[broken].error, ServerError)
@@ -293,7 +317,7 @@ async def test_authentication_failure_stops_the_watch(
 
     emulator.before_request = revoke_after_20
     with pytest.raises(AuthenticationError, match="Invalid API key"):
-        await drain(client, ids, policy=FAST)
+        await drain(client, ids, policy=policy())
 
 
 async def test_events_are_fetched_once_when_terminal(
@@ -302,25 +326,24 @@ async def test_events_are_fetched_once_when_terminal(
     """With include_events, polls skip events while processing; one fetch with them at the end."""
     run_id = emulator.create_run(durations=[5.0, 9.0], event_bytes=3_000_000)
     asked: list[str] = []
-    emulator.before_request = lambda route, request: asked.append(
-        request.query.get("includeEvents", "false")
+    emulator.before_request = lambda route, request: (
+        asked.append(request.query.get("includeEvents", "false")) if route == "get" else None
     )
     async with ticking(clock, step=1.0, every=0.005):
-        updates = await drain(client, [run_id], include_events=True, policy=FAST)
+        updates = await drain(client, [run_id], include_events=True, policy=policy())
     run = updates[0].run
     assert run is not None and run.status == "completed"
     assert all(task.events for task in run.tasks)
     assert sum(len(task.events or []) for task in run.tasks) > 100
     assert asked.count("true") == 1
     assert asked[-1] == "true"
-    assert asked.count("false") >= 2
 
 
 async def test_progress_updates(client: Client, emulator: Emulator, clock: ManualClock) -> None:
     """With progress=True, a non-final update arrives whenever the completed count moves."""
     run_id = emulator.create_run(durations=[1.0, 2.0, 3.0])
     updates: list[RunUpdate] = []
-    async with client.watch([run_id], progress=True, policy=FAST) as watcher:
+    async with client.watch([run_id], progress=True, policy=policy()) as watcher:
         async for update in watcher:
             updates.append(update)
             clock.advance(1.0)
@@ -337,7 +360,7 @@ async def test_wait_returns_the_finished_run(
     """``wait`` returns the run once it is terminal."""
     run_id = emulator.create_run(durations=[3.0])
     async with ticking(clock):
-        run = await client.wait(run_id, timeout=5)
+        run = await client.wait(run_id, timeout=5, policy=policy())
     assert run.id == run_id and run.is_terminal
 
 
@@ -360,7 +383,7 @@ async def test_wait_raises_the_error(
 ) -> None:
     """``wait`` raises what kept the run from being delivered."""
     with pytest.raises(error):
-        await client.wait(make_id(emulator), timeout=0.05)
+        await client.wait(make_id(emulator), timeout=0.05, policy=policy())
 
 
 async def test_watch_must_be_entered(client: Client) -> None:
@@ -392,12 +415,102 @@ async def test_many_runs_bounded_in_flight(
     trace.on_request_start.append(started)
     trace.on_request_end.append(ended)
     trace.on_request_exception.append(ended)
-    policy = PollPolicy(initial_delay=0.002, max_delay=0.01, max_in_flight=8)
+    policy_ = policy(initial_delay=0.002, max_delay=0.01, max_in_flight=8)
     async with aiohttp.ClientSession(trace_configs=[trace]) as session:
         async with Client(server.api_key, base_url=server.base_url, session=session) as client:
             async with ticking(clock, step=1.0, every=0.01):
-                updates = await drain(client, ids, policy=policy)
+                updates = await drain(client, ids, policy=policy_)
     assert_exactly_once(updates, ids)
     assert peak == 8
     assert in_flight == 0
     assert emulator.requests_by_route["get"] >= 2000
+
+
+def processing_rows(emulator: Emulator) -> list[str]:
+    """Ids the emulator lists as processing right now (its own view, no client code)."""
+    return [
+        run_id
+        for run_id in emulator.run_ids("test-key")
+        if b'"status":"processing"' in (emulator._render_run("test-key", run_id, False) or b"")
+    ]
+
+
+async def test_list_scans_replace_gets_for_processing_runs(
+    client: Client, emulator: Emulator, clock: ManualClock, strategy: str
+) -> None:
+    """List-assisted watching costs about one GET per finished run, plus the scan pages."""
+    rng = random.Random(11)
+    ids = [emulator.create_run(n_tasks=1, durations=[rng.uniform(5, 300)]) for _ in range(500)]
+    async with ticking(clock, step=2.0, every=0.004):
+        async with client.watch(ids, policy=policy(max_delay=0.02)) as watcher:
+            updates = [update async for update in watcher]
+    assert_exactly_once(updates, ids)
+    assert all(update.ok for update in updates)
+    gets = emulator.requests_by_route["get"]
+    if strategy == "per-run":
+        assert watcher.scans == 0
+        assert gets > 2 * len(ids)
+    else:
+        assert watcher.scans > 0
+        assert gets <= len(ids) * 1.2
+        assert (gets + emulator.requests_by_route["list"]) / len(ids) < 2
+
+
+async def test_scans_under_churn_deliver_exactly_once(
+    client: Client, emulator: Emulator, clock: ManualClock, strategy: str
+) -> None:
+    """Runs finishing mid-scan and new runs at the head: every watched run delivered once."""
+    rng = random.Random(12)
+    ids = [emulator.create_run(n_tasks=1, durations=[rng.uniform(5, 100)]) for _ in range(350)]
+    unwatched = [emulator.create_run(n_tasks=1, durations=[10_000.0]) for _ in range(50)]
+
+    def churn(route: str, request: web.Request) -> None:
+        if route == "list":
+            emulator.create_run(n_tasks=1, durations=[10_000.0])  # a new run at the head
+            clock.advance(1.0)  # runs finish between the pages of one scan
+
+    emulator.before_request = churn
+    async with ticking(clock, step=1.0, every=0.004):
+        updates = await drain(client, ids, policy=policy(max_delay=0.02))
+    assert_exactly_once(updates, ids)
+    assert all(update.ok and update.run is not None for update in updates)
+    assert not set(unwatched) & {update.run_id for update in updates}
+
+
+async def test_auto_prefers_gets_when_the_key_has_many_unwatched_runs(
+    client: Client, emulator: Emulator, clock: ManualClock, strategy: str
+) -> None:
+    """A few watched runs among 1,000 unwatched processing ones: auto polls them one by one."""
+    for _ in range(1000):
+        emulator.create_run(n_tasks=1, durations=[10_000.0])
+    ids = [emulator.create_run(n_tasks=1, durations=[30.0]) for _ in range(5)]
+    async with ticking(clock, step=1.0, every=0.004):
+        async with client.watch(ids, policy=policy(max_delay=0.02)) as watcher:
+            updates = [update async for update in watcher]
+    assert_exactly_once(updates, ids)
+    if strategy == "auto":
+        # At most the first scan, made before the key's backlog was known.
+        assert watcher.scans <= 1
+    elif strategy == "list":
+        assert watcher.scan_requests >= 10 * watcher.scans
+
+
+async def test_auto_switches_strategy_mid_watch(
+    client: Client, emulator: Emulator, clock: ManualClock, strategy: str
+) -> None:
+    """Auto scans while many runs are watched and turns to GETs once one is left."""
+    ids = [emulator.create_run(n_tasks=1, durations=[20.0]) for _ in range(300)]
+    stragglers = [emulator.create_run(n_tasks=1, durations=[150.0])]
+    scans_when_few_left = -1
+    async with ticking(clock, step=1.0, every=0.004):
+        async with client.watch(ids + stragglers, policy=policy(max_delay=0.02)) as watcher:
+            async for update in watcher:
+                assert update.ok
+                if watcher.pending == 1:
+                    scans_when_few_left = watcher.scans
+        polls_at_end = watcher.polls
+    if strategy == "auto":
+        assert scans_when_few_left >= 1
+        # With one run left, its GET costs no more than a scan page: scans stop.
+        assert watcher.scans <= scans_when_few_left + 1
+        assert polls_at_end > 300
