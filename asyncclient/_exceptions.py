@@ -50,6 +50,20 @@ def _excerpt(body: bytes) -> str:
 class PredevError(Exception):
     """Base class of every error raised by asyncclient."""
 
+    def __reduce__(self) -> tuple[object, ...]:
+        # Keyword-only constructors do not survive the default pickling; rebuild from state so
+        # errors cross process boundaries (worker pools, task queues) intact.
+        return (_rebuild, (type(self), self.args, self.__dict__))
+
+
+def _rebuild(
+    cls: type[PredevError], args: tuple[object, ...], state: dict[str, object]
+) -> PredevError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, *args)
+    error.__dict__.update(state)
+    return error
+
 
 class APIConnectionError(PredevError):
     """The request got no HTTP answer: refused, reset, DNS failure, truncated body.
