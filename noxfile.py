@@ -14,8 +14,10 @@ PYTHON = ["3.10", "3.11", "3.12", "3.13"]
 @nox.session
 def tests(session: nox.Session) -> None:
     """Run the test suite against the emulator on loopback, with branch coverage."""
-    session.install("-e", ".[test]")
+    session.install("-e", ".[test,cli]")
+    session.run("coverage", "erase")
     session.run("coverage", "run", "-m", "pytest", *session.posargs)
+    session.run("coverage", "combine", "--quiet")
     session.run("coverage", "report", "--fail-under=90")
 
 
@@ -30,7 +32,7 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typecheck(session: nox.Session) -> None:
     """mypy --strict over the package, the tests and the benchmarks."""
-    session.install("-e", ".[test]", "mypy>=1.13", "types-PyYAML", "types-jsonschema")
+    session.install("-e", ".[test,cli]", "mypy>=1.13", "types-PyYAML", "types-jsonschema")
     session.run("mypy")
 
 
@@ -44,5 +46,5 @@ def bench(session: nox.Session) -> None:
 @nox.session
 def demo(session: nox.Session) -> None:
     """Start the embedded emulator and watch a few hundred runs with the real client."""
-    session.install("-e", ".")
+    session.install("-e", ".[cli]")
     session.run("asyncclient", "demo", *session.posargs)

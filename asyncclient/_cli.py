@@ -44,6 +44,7 @@ from ._config import (
     BASE_URL_ENV,
     DEFAULT_BASE_URL,
     PollPolicy,
+    RetryPolicy,
     validate_api_key,
     validate_run_id,
 )
@@ -239,8 +240,8 @@ def _parser() -> argparse.ArgumentParser:
         help="keep FILE's lines and skip the runs it already holds (needs --out)",
     )
     watch.add_argument("-q", "--quiet", action="store_true", help="no progress or summary")
-    # Tests and demos shrink the polling schedule; the logic stays the production one.
-    watch.add_argument("--poll-scale", type=_positive_float, default=1.0, help=argparse.SUPPRESS)
+    # Tests shrink every polling and retry delay; the logic stays the production one.
+    watch.add_argument("--delay-scale", type=_positive_float, default=1.0, help=argparse.SUPPRESS)
     watch.set_defaults(handler=_cmd_watch)
 
     commands.add_parser(
@@ -286,7 +287,7 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def _client(args: argparse.Namespace, context: _Context) -> Client:
+def _client(args: argparse.Namespace, context: _Context, *, delay_scale: float = 1.0) -> Client:
     """The client the options ask for; a missing or malformed key is exit 3, a bad URL exit 2."""
     key = args.api_key if args.api_key is not None else os.environ.get(API_KEY_ENV)
     if not key:
@@ -297,7 +298,9 @@ def _client(args: argparse.Namespace, context: _Context) -> Client:
         raise _CliError(f"unusable API key: {exc}", EXIT_AUTH) from None
     base_url = args.base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL
     try:
-        client = Client(key, base_url=base_url, routes=args.routes)
+        client = Client(
+            key, base_url=base_url, routes=args.routes, retry=_scaled_retry(delay_scale)
+        )
     except ValueError as exc:
         raise _CliError(str(exc), EXIT_USAGE) from None
     context.base_url = client.base_url
@@ -313,6 +316,17 @@ def _checked_id(run_id: str, where: str | None = None) -> str:
         raise _CliError(
             f"{prefix}{shown!r} is not a run id (24 hexadecimal characters)", EXIT_USAGE
         ) from None
+
+
+def _scaled_retry(scale: float) -> RetryPolicy:
+    """The default retry policy with every delay multiplied by ``scale``."""
+    base = RetryPolicy()
+    return replace(
+        base,
+        initial_delay=base.initial_delay * scale,
+        max_delay=base.max_delay * scale,
+        max_retry_after=base.max_retry_after * scale,
+    )
 
 
 def _scaled_policy(scale: float) -> PollPolicy:
@@ -658,7 +672,7 @@ async def _cmd_watch(args: argparse.Namespace, context: _Context) -> int:
     if args.resume and not args.out:
         raise _CliError("--resume needs --out FILE (the results to resume from)", EXIT_USAGE)
     ids = _watch_ids(args)
-    client = _client(args, context)
+    client = _client(args, context, delay_scale=args.delay_scale)
     out = Path(args.out) if args.out else None
     recorded = _load_results(out) if args.resume and out is not None else {}
     tally = _Tally()
@@ -682,7 +696,7 @@ async def _cmd_watch(args: argparse.Namespace, context: _Context) -> int:
         async with client:
             if todo:
                 async with client.watch(
-                    todo, include_events=args.events, policy=_scaled_policy(args.poll_scale)
+                    todo, include_events=args.events, policy=_scaled_policy(args.delay_scale)
                 ) as watcher:
                     async for update in watcher:
                         if isinstance(update.error, APIConnectionError):

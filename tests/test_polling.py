@@ -452,7 +452,8 @@ async def test_list_scans_replace_gets_for_processing_runs(
         assert gets > 2 * len(ids)
     else:
         assert watcher.scans > 0
-        assert gets <= len(ids) * 1.2
+        # About one GET per run (the confirming one); a loaded machine may add a few.
+        assert gets <= len(ids) * 1.5
         assert (gets + emulator.requests_by_route["list"]) / len(ids) < 2
 
 
