@@ -45,6 +45,7 @@ __all__ = ["RunUpdate", "Watcher"]
 
 logger = logging.getLogger("asyncclient")
 
+
 FetchRun = Callable[[str, bool], Awaitable[Run]]
 """``fetch_run(run_id, include_events) -> Run``."""
 
@@ -165,6 +166,7 @@ class Watcher:
         self._next_scan_at = math.inf
         self._scanning = False
         self._scan_duration: float | None = None
+        self._scan_failures = 0
         self.polls = 0
         self.scans = 0
         self.scan_requests = 0
@@ -234,6 +236,12 @@ class Watcher:
     def _scan_pages(self) -> int:
         known = self._scan_total if self._scan_total is not None else len(self._active)
         return max(1, -(-known // LIST_PAGE_MAX))
+
+    def _parked_until(self, now: float) -> float:
+        # Past the next scan by a whole scan interval: a slow or failing scan (retries during an
+        # outage) must not let parked runs fall due for GETs in the meantime.
+        interval = self.policy.delay(self._scan_attempt, lambda: 0.0)
+        return max(self._next_scan_at, now) + max(self._scan_grace(), interval)
 
     def _scan_grace(self) -> float:
         # Long enough for the next scan to read its pages and come back.
@@ -366,6 +374,10 @@ class Watcher:
                 await self._deliver(watched, error=error)
             return
         watched.failures = 0
+        if self._scan_failures and self._scanning:
+            # GETs work while list scans fail: poll runs one by one until a scan works again.
+            self._scanning = False
+            self._release_postponed()
         if run is not None and run.is_terminal:
             await self._deliver(watched, run=run)
             return
@@ -410,7 +422,7 @@ class Watcher:
         due = natural
         if self._scanning:
             # Scans are watching it: no GET unless a scan misses it or scans stop.
-            due = max(natural, max(self._next_scan_at, now) + self._scan_grace())
+            due = max(natural, self._parked_until(now))
         self._schedule(watched, min(due, watched.deadline))
 
     async def _deliver(
@@ -458,6 +470,12 @@ class Watcher:
             return True
         return self._scan_pages() < due_gets
 
+    def _postpone_all(self, now: float) -> None:
+        after_next_scan = self._parked_until(now)
+        for watched in self._active.values():
+            if watched.due < after_next_scan and not watched.in_flight and not watched.confirm:
+                self._schedule(watched, min(after_next_scan, watched.deadline))
+
     def _release_postponed(self) -> None:
         for watched in self._active.values():
             if watched.due > watched.natural_due:
@@ -482,14 +500,26 @@ class Watcher:
             self._fail(error)
             return
         except PredevError as error:
-            # A failed scan only costs its hint: runs fall back to their per-run schedule.
-            logger.debug("list scan failed, polling runs one by one this tick: %s", error)
-            self._release_postponed()
+            # Most likely an outage that GETs would hit too: keep runs parked until the next
+            # scan rather than turning one failed request into a GET per run, and let one run
+            # probe with a GET. If the GET works while the list does not, polling turns to
+            # GETs (see _poll).
+            logger.debug("list scan failed, probing with one GET: %s", error)
+            self._scan_failures += 1
+            now = anyio.current_time()
+            # Back off: a scan and a probe per tick must not outpace a healthy scan per tick.
+            interval = self._next_scan_at - started
+            self._next_scan_at = started + interval * 2 ** min(self._scan_failures, 4)
+            self._postpone_all(now)
+            probe = next((w for w in self._active.values() if not w.in_flight), None)
+            if probe is not None:
+                self._schedule(probe, now)
             return
         finally:
             self.scans += 1
             self.scan_requests += walk.requests
         self._scan_total = walk.total
+        self._scan_failures = 0
         now = anyio.current_time()
         self._scan_duration = now - started
         for watched in list(self._active.values()):
