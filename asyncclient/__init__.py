@@ -11,6 +11,10 @@
         async with client.watch(run_ids) as watcher:
             async for update in watcher:
                 ...
+        run = await client.run([{"url": "https://example.com", "instruction": "..."}])
+        async with client.stream(tasks) as events:
+            async for event in events:
+                ...
 """
 
 from __future__ import annotations
@@ -34,9 +38,23 @@ from ._exceptions import (
     WalkStalledError,
     WatchTimeoutError,
 )
-from ._models import EventType, Run, RunnerEvent, RunPage, RunStatus, TaskResult, TaskStatus
+from ._models import (
+    DoneEvent,
+    EventType,
+    QueueStatus,
+    Run,
+    RunnerEvent,
+    RunPage,
+    RunStatus,
+    TaskEvent,
+    TaskResult,
+    TaskResultEvent,
+    TaskStatus,
+)
 from ._pagination import RunIterator
 from ._polling import RunUpdate, Watcher
+from ._streaming import RunStream
+from ._tasks import TaskSpec
 
 __all__ = [
     "APIConnectionError",
@@ -45,11 +63,13 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "Client",
+    "DoneEvent",
     "EventType",
     "NotFoundError",
     "PaymentRequiredError",
     "PollPolicy",
     "PredevError",
+    "QueueStatus",
     "RateLimitError",
     "ResponseDecodeError",
     "RetryPolicy",
@@ -57,10 +77,14 @@ __all__ = [
     "RunIterator",
     "RunPage",
     "RunStatus",
+    "RunStream",
     "RunUpdate",
     "RunnerEvent",
     "ServerError",
+    "TaskEvent",
     "TaskResult",
+    "TaskResultEvent",
+    "TaskSpec",
     "TaskStatus",
     "WalkStalledError",
     "WatchTimeoutError",

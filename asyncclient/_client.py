@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from types import TracebackType
-from typing import NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import aiohttp
 import anyio
@@ -19,6 +19,7 @@ from ._config import (
     BASE_URL_ENV,
     DEFAULT_BASE_URL,
     LIST_PAGE_MAX,
+    QUEUE_STATUS_PATH,
     PollPolicy,
     RetryPolicy,
     Routes,
@@ -32,9 +33,18 @@ from ._config import (
     validate_status_filter,
 )
 from ._exceptions import ResponseDecodeError
-from ._models import Run, RunPage, run_decoder, run_page_decoder
+from ._models import (
+    QueueStatus,
+    Run,
+    RunPage,
+    queue_status_decoder,
+    run_decoder,
+    run_page_decoder,
+)
 from ._pagination import RunIterator
 from ._polling import RunUpdate, Watcher, _raise_single
+from ._streaming import RunStream
+from ._tasks import TaskSpec, encode_submit, validate_concurrency, validate_tasks
 from ._transport import DEFAULT_MAX_RESPONSE_BYTES, Transport
 
 if sys.version_info < (3, 11):  # pragma: no cover
@@ -106,6 +116,7 @@ class Client:
         _check_int("max_response_bytes", max_response_bytes, minimum=1)
         self._base_url = str(url)
         self._poll_policy = poll_policy or PollPolicy()
+        self._max_response_bytes = max_response_bytes
         self._transport = Transport(
             base_url=url,
             api_key=key,
@@ -334,14 +345,147 @@ class Client:
         assert update.run is not None
         return update.run
 
+    async def submit(
+        self, tasks: Iterable[TaskSpec | Mapping[str, Any]], *, concurrency: int | None = None
+    ) -> Run:
+        """Submit a run and return at once, while it is processing.
 
-def _decode(decoder: msgspec.json.Decoder[_T], body: bytes, path: str) -> _T:
+        The tasks are checked before anything is sent. A submission bills, so it is never
+        retried blindly: only when it provably did not reach the server (the connection was
+        refused or could not be made) or the server refused it with a 429 (``RATE_LIMITED``,
+        ``QUEUE_FULL``). A timeout, a dropped connection or a 5xx is raised at once, because the
+        run may exist: look for it with ``list_runs(status="processing")`` before submitting again.
+
+        Args:
+            tasks: :class:`TaskSpec` objects or dicts with the same keys (``url``, and optionally
+                ``instruction``, ``input``, ``output``: a JSON Schema for the extracted data).
+            concurrency: how many browsers the run may use at once, 1..20 (``None``: the API's
+                default, 5).
+
+        Returns:
+            The new run: its ``id``, ``total``, ``completed=0``, ``status="processing"``.
+
+        Raises:
+            ValueError: no tasks, a task without a usable ``http(s)`` url, an ``output`` that is
+                not a JSON object, or ``concurrency`` outside 1..20 (the message names the task).
+            BadRequestError: the server refused the batch (``code="BATCH_TOO_LARGE"``: too many
+                tasks for one run).
+            PaymentRequiredError: ``SUBSCRIPTION_REQUIRED`` or ``INSUFFICIENT_CREDITS``; see its
+                ``action_url``.
+            RateLimitError: ``RATE_LIMITED`` or ``QUEUE_FULL`` (1000 live tasks per account),
+                after the retries.
+            AuthenticationError: the key is missing or invalid.
+            APIStatusError: another non-2xx answer (a 5xx is not retried).
+            APIConnectionError: no answer; the run may or may not exist.
+            ResponseDecodeError: the answer is not a run.
+        """
+        body = encode_submit(validate_tasks(tasks), validate_concurrency(concurrency))
+        path = self._routes.submit_path
+        answer = await self._transport.post(path, body, retry_unsent_only=True)
+        return _decode(run_decoder, answer, path, method="POST")
+
+    async def run(
+        self,
+        tasks: Iterable[TaskSpec | Mapping[str, Any]],
+        *,
+        concurrency: int | None = None,
+        include_events: bool = False,
+        timeout: float | None = None,  # noqa: ASYNC109 - the run's deadline, as users expect
+    ) -> Run:
+        """Submit a run and wait for it to finish: :meth:`submit`, then :meth:`wait`.
+
+        The wait polls on the client's ``poll_policy`` rather than holding a connection open
+        for the whole run, so a long run survives a dropped connection or a restarted proxy.
+
+        Args:
+            tasks: the tasks, as for :meth:`submit`.
+            concurrency: browsers at once, 1..20 (``None``: the API's default).
+            include_events: return the finished run with every task's event timeline.
+            timeout: seconds to wait for the run after it was submitted (``None``: no limit).
+
+        Returns:
+            The finished run (``completed`` or ``failed``).
+
+        Raises:
+            ValueError: an argument is not acceptable (nothing is sent).
+            WatchTimeoutError: the run was still processing after ``timeout`` seconds; it goes on
+                running: its id is the error's ``run_id``.
+            PredevError: what :meth:`submit` and :meth:`wait` raise.
+        """
+        specs = validate_tasks(tasks)
+        concurrency = validate_concurrency(concurrency)
+        if not isinstance(include_events, bool):
+            raise ValueError("include_events must be a bool")
+        if timeout is not None:
+            _check_number("timeout", timeout, minimum=0)
+        submitted = await self.submit(specs, concurrency=concurrency)
+        return await self.wait(submitted.id, include_events=include_events, timeout=timeout)
+
+    def stream(
+        self, tasks: Iterable[TaskSpec | Mapping[str, Any]], *, concurrency: int | None = None
+    ) -> RunStream:
+        """Submit a run and watch it live, over one Server-Sent Events connection.
+
+        ``async with client.stream(tasks) as events: async for event in events: ...`` yields a
+        :class:`TaskEvent` per step of each task (a screenshot carries its image inline, as
+        ``event.event.data["base64"]``), a :class:`TaskResultEvent` as each task finishes, and
+        last a :class:`DoneEvent` with the whole run. The submission is sent when the block is
+        entered, under the same retry rule as :meth:`submit`; leaving the block closes the
+        connection at once, also after a ``break``. The stream has no total timeout; the
+        client's ``timeout`` bounds the wait for the answer and each silence between chunks.
+
+        Args:
+            tasks: the tasks, as for :meth:`submit`.
+            concurrency: browsers at once, 1..20 (``None``: the API's default).
+
+        Returns:
+            The stream, to be entered with ``async with``.
+
+        Raises:
+            ValueError: an argument is not acceptable (raised here, before anything is sent).
+
+        While entering or iterating, it raises what :meth:`submit` raises; an ``error`` event
+        of the stream is raised as the same typed error (``PaymentRequiredError`` with its
+        ``action_url``, ``RateLimitError``, ...), and a stream that ends before ``done`` raises
+        :class:`APIConnectionError`.
+        """
+        body = encode_submit(validate_tasks(tasks), validate_concurrency(concurrency), stream=True)
+        path = self._routes.submit_path
+        transport = self._transport
+        return RunStream(
+            lambda: transport.open_stream(path, body),
+            path=path,
+            max_event_size=self._max_response_bytes,
+        )
+
+    async def queue_status(self) -> QueueStatus:
+        """This account's place in the task queue: running, pending, total and the cap.
+
+        It is read from ``GET /browser-agent-status``, the only documented path, whatever the
+        client's ``routes``.
+
+        Returns:
+            The snapshot; ``available`` says how many more tasks the queue takes now.
+
+        Raises:
+            AuthenticationError: the key is missing or invalid.
+            APIStatusError: another non-2xx answer, after retries where retrying is safe.
+            APIConnectionError: no answer, after retries.
+            ResponseDecodeError: the body is not a queue snapshot.
+        """
+        body = await self._transport.get(QUEUE_STATUS_PATH)
+        return _decode(queue_status_decoder, body, QUEUE_STATUS_PATH)
+
+
+def _decode(
+    decoder: msgspec.json.Decoder[_T], body: bytes, path: str, *, method: str = "GET"
+) -> _T:
     try:
         return decoder.decode(body)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise ResponseDecodeError(
             f"the response is not the JSON the API documents: {exc}",
-            method="GET",
+            method=method,
             path=path,
             body=body,
         ) from exc

@@ -32,6 +32,8 @@ API_KEY_ENV = "PREDEV_API_KEY"
 BASE_URL_ENV = "PREDEV_BASE_URL"
 LIST_PAGE_MAX = 100
 """The largest page the list endpoint serves."""
+QUEUE_STATUS_PATH = "/browser-agent-status"
+"""The queue snapshot: the only documented path, for both route styles."""
 
 RUN_STATUS_FILTERS = ("processing", "completed")
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
@@ -67,6 +69,11 @@ class Routes:
     def run_path(self, run_id: str) -> str:
         """The path of one run; ``run_id`` must already be validated."""
         return self.run_prefix + run_id
+
+    @property
+    def submit_path(self) -> str:
+        """Where runs are submitted (POST): ``/browser-agent`` or ``/api/v1/browser-agents``."""
+        return self.run_prefix.rstrip("/")
 
 
 def _check_number(name: str, value: object, *, minimum: float, allow_zero: bool = False) -> float:

@@ -189,6 +189,46 @@ class WalkStalledError(PredevError):
     """
 
 
+_CODE_STATUS = {
+    "BATCH_TOO_LARGE": 400,
+    "SUBSCRIPTION_REQUIRED": 402,
+    "INSUFFICIENT_CREDITS": 402,
+    "RATE_LIMITED": 429,
+    "QUEUE_FULL": 429,
+}
+"""The HTTP status each documented error ``code`` comes with."""
+
+
+def _error_for_code(
+    code: str | None,
+    *,
+    message: str,
+    action_url: str | None,
+    method: str,
+    path: str,
+    status: int,
+    body: bytes = b"",
+) -> APIStatusError:
+    """The error an ``error`` event of a stream stands for, typed as a REST answer with its code.
+
+    A known ``code`` gets the class and status it comes with over REST; an unknown one is a plain
+    :class:`APIStatusError` carrying ``status`` (the stream's own, 200).
+    """
+    known = _CODE_STATUS.get(code or "")
+    if known is not None:
+        status = known
+    cls = _status_error_class(status) if known is not None else APIStatusError
+    return cls(
+        status=status,
+        method=method,
+        path=path,
+        message=message,
+        code=code,
+        action_url=action_url,
+        body=body,
+    )
+
+
 def _status_error_class(status: int) -> type[APIStatusError]:
     if status == 400:
         return BadRequestError

@@ -21,12 +21,16 @@ import msgspec
 
 __all__ = [
     "CREDIT_USD",
+    "DoneEvent",
     "EventType",
+    "QueueStatus",
     "Run",
     "RunPage",
     "RunStatus",
     "RunnerEvent",
+    "TaskEvent",
     "TaskResult",
+    "TaskResultEvent",
     "TaskStatus",
 ]
 
@@ -235,5 +239,66 @@ class RunPage(msgspec.Struct, rename="camel", gc=False):
         return len(self.runs)
 
 
+class QueueStatus(msgspec.Struct, rename="camel", gc=False):
+    """This key's place in the task queue (``GET /browser-agent-status``).
+
+    Attributes:
+        user_id: the account the key belongs to.
+        running: tasks running in a browser now.
+        claimed: tasks a worker has picked up but not started yet.
+        pending: tasks waiting for a browser.
+        total: every live (unfinished) task of the account.
+        cap: the most live tasks the account may have (1000 today); a submission that would go
+            over it is refused with ``QUEUE_FULL``.
+    """
+
+    user_id: str = ""
+    running: int = 0
+    claimed: int = 0
+    pending: int = 0
+    total: int = 0
+    cap: int = 0
+
+    @property
+    def available(self) -> int:
+        """How many more tasks the queue takes now (``cap - total``, never negative)."""
+        return max(0, self.cap - self.total)
+
+
+class TaskEvent(msgspec.Struct, frozen=True, gc=False):
+    """A streamed step of one task's timeline (SSE ``task_event``).
+
+    Attributes:
+        task_index: the task's position in the submitted list.
+        event: the step; a ``screenshot`` carries the image inline as ``data["base64"]``.
+    """
+
+    task_index: int
+    event: RunnerEvent
+
+
+class TaskResultEvent(msgspec.Struct, frozen=True, gc=False):
+    """A streamed finished task (SSE ``task_result``).
+
+    Attributes:
+        task_index: the task's position in the submitted list.
+        result: the task's result.
+    """
+
+    task_index: int
+    result: TaskResult
+
+
+class DoneEvent(msgspec.Struct, frozen=True, gc=False):
+    """The end of a streamed run (SSE ``done``): the whole run summary, as ``get_run`` gives it.
+
+    Attributes:
+        run: the finished run.
+    """
+
+    run: Run
+
+
 run_decoder: msgspec.json.Decoder[Run] = msgspec.json.Decoder(Run)
 run_page_decoder: msgspec.json.Decoder[RunPage] = msgspec.json.Decoder(RunPage)
+queue_status_decoder: msgspec.json.Decoder[QueueStatus] = msgspec.json.Decoder(QueueStatus)

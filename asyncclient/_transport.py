@@ -4,7 +4,9 @@ A request goes out with the key in its ``Authorization`` header and comes back a
 for a 2xx, or as one of our errors. Transient failures (connection errors, timeouts, truncated
 bodies, 408, 429, 500, 502, 503, 504) are retried with exponential backoff and full jitter; a
 ``Retry-After`` is honoured up to a cap, and a 429 pauses every request of the client, not just
-the one that saw it. aiohttp's exceptions never leave this module.
+the one that saw it. A request that must not happen twice (a submission, which bills) is retried
+only when it provably never left (the connection could not be made) or was refused with a 429.
+aiohttp's exceptions never leave this module.
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ import email.utils
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
 from datetime import datetime, timezone
+from typing import TypeVar
 
 import aiohttp
 import anyio
@@ -38,6 +42,9 @@ logger = logging.getLogger("asyncclient")
 
 DEFAULT_MAX_RESPONSE_BYTES = 512 * 1024 * 1024
 _CHUNK = 256 * 1024
+_EVENT_STREAM = "text/event-stream"
+_JSON_BODY = {"Content-Type": "application/json"}
+_T = TypeVar("_T")
 
 
 class _ErrorBody(msgspec.Struct, rename="camel"):
@@ -191,8 +198,86 @@ class Transport:
             APIConnectionError: when no answer came, after retries.
             ResponseDecodeError: when the body is larger than ``max_response_bytes``.
         """
+        return await self._request("GET", path, params=params)
+
+    async def post(self, path: str, json_body: bytes, *, retry_unsent_only: bool = True) -> bytes:
+        """POST a JSON body to ``path`` and return the body of a 2xx answer.
+
+        With ``retry_unsent_only`` (the default: for requests that must not happen twice, such as
+        a submission, which bills) a failure is retried only when the request provably never
+        reached the server (the connection could not be established) or the server refused it
+        with a 429. A timeout, a dropped connection or a 5xx is raised at once: the server may
+        have acted on the request. Without it, the failures :meth:`get` retries are retried.
+
+        Raises:
+            APIStatusError: (a subclass of) for a non-2xx answer that is not retried or whose
+                retries ran out.
+            APIConnectionError: when no answer came (after retries, if it was never sent).
+            ResponseDecodeError: when the body is larger than ``max_response_bytes``.
+        """
+        return await self._request("POST", path, body=json_body, unsent_only=retry_unsent_only)
+
+    @asynccontextmanager
+    async def open_stream(
+        self, path: str, json_body: bytes, *, read_timeout: float | None = None
+    ) -> AsyncIterator[AsyncIterator[bytes]]:
+        """POST a JSON body and hold the ``text/event-stream`` answer open, as byte chunks.
+
+        Opening follows :meth:`post`'s rule: retried only when never sent, or on a 429. The
+        stream has no total timeout; ``read_timeout`` (default: the client's ``timeout``) bounds
+        connecting, the wait for the answer and every gap between chunks. Leaving the block
+        closes the connection, unless the stream was read to its end.
+
+        Raises:
+            APIStatusError: the server refused to open the stream.
+            APIConnectionError: no answer, or the stream broke (``APITimeoutError``: silent for
+                longer than ``read_timeout``).
+            ResponseDecodeError: a 2xx answer that is not an event stream.
+        """
+        seconds = read_timeout if read_timeout is not None else self._timeout.total or 60.0
+        timeout = aiohttp.ClientTimeout(total=None, connect=seconds, sock_read=seconds)
+
+        async def attempt() -> tuple[int, Mapping[str, str], bytes, aiohttp.ClientResponse]:
+            return await self._open_once(path, json_body, timeout)
+
+        response = await self._with_retries("POST", path, attempt, unsent_only=True)
+        chunks = _Chunks(response, path, seconds)
+        try:
+            yield chunks
+        finally:
+            chunks.close()
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        body: bytes | None = None,
+        unsent_only: bool = False,
+    ) -> bytes:
+        async def attempt() -> tuple[int, Mapping[str, str], bytes, bytes]:
+            status, headers, data = await self._send_once(method, path, params, body)
+            return status, headers, data, data
+
+        return await self._with_retries(method, path, attempt, unsent_only=unsent_only)
+
+    async def _with_retries(
+        self,
+        method: str,
+        path: str,
+        attempt: Callable[[], Awaitable[tuple[int, Mapping[str, str], bytes, _T]]],
+        *,
+        unsent_only: bool,
+    ) -> _T:
+        """Run ``attempt`` until it answers 2xx, retrying what the rule allows.
+
+        ``attempt`` gives the status, the headers, the body (read for errors) and what to return
+        on success. With ``unsent_only`` only a request that never left (the connection could
+        not be made) and a 429 are retried; otherwise every transient failure is.
+        """
         next_delay: Callable[[], float] | None = None
-        attempt = 0
+        attempts = 0
         spent = 0
         budget = self.budget
         while True:
@@ -200,26 +285,29 @@ class Transport:
             error: PredevError
             retry_after: float | None = None
             try:
-                status, headers, body = await self._send_once("GET", path, params)
+                status, headers, body, result = await attempt()
             except APIConnectionError as exc:
+                if unsent_only and not isinstance(exc.__cause__, aiohttp.ClientConnectorError):
+                    raise  # it may have reached the server: the caller must find out, not us
                 error = exc
             else:
                 if 200 <= status < 300:
                     if budget is not None:
                         budget.refund(spent or 1)
-                    return body
-                error = self._status_error(status, "GET", path, headers, body)
-                if status not in RETRY_STATUSES:
+                    return result
+                error = self._status_error(status, method, path, headers, body)
+                retryable = status == 429 if unsent_only else status in RETRY_STATUSES
+                if not retryable:
                     raise error
                 retry_after = parse_retry_after(headers)
-            if attempt >= self._retry.max_retries:
+            if attempts >= self._retry.max_retries:
                 raise error
             if budget is not None:
                 cost = budget.retry_cost * (2 if isinstance(error, APITimeoutError) else 1)
                 if not budget.try_spend(cost):
                     raise error
                 spent += cost
-            attempt += 1
+            attempts += 1
             if next_delay is None:
                 next_delay = self._retry.delays()
             delay = next_delay()
@@ -228,7 +316,7 @@ class Transport:
             self.retries += 1
             if logger.isEnabledFor(logging.DEBUG):
                 logger.debug(
-                    "retrying GET %s in %.3fs (attempt %d): %s", path, delay, attempt, error
+                    "retrying %s %s in %.3fs (attempt %d): %s", method, path, delay, attempts, error
                 )
             if isinstance(error, RateLimitError):
                 # One client-wide pause: every request waits, not just this one.
@@ -244,18 +332,24 @@ class Transport:
             await self._sleep(remaining)
 
     async def _send_once(
-        self, method: str, path: str, params: Mapping[str, str] | None
+        self,
+        method: str,
+        path: str,
+        params: Mapping[str, str] | None,
+        payload: bytes | None = None,
     ) -> tuple[int, Mapping[str, str], bytes]:
         session = self._get_session()
         url = URL(self._base + path, encoded=True)
         started = time.perf_counter()
         self.requests_sent += 1
+        sent_headers = self._headers if payload is None else {**self._headers, **_JSON_BODY}
         try:
             async with session.request(
                 method,
                 url,
                 params=params,
-                headers=self._headers,
+                data=payload,
+                headers=sent_headers,
                 allow_redirects=False,
                 timeout=self._timeout,
             ) as response:
@@ -282,6 +376,60 @@ class Transport:
                 (time.perf_counter() - started) * 1000,
             )
         return status, headers, body
+
+    async def _open_once(
+        self, path: str, body: bytes, client_timeout: aiohttp.ClientTimeout
+    ) -> tuple[int, Mapping[str, str], bytes, aiohttp.ClientResponse]:
+        session = self._get_session()
+        url = URL(self._base + path, encoded=True)
+        started = time.perf_counter()
+        self.requests_sent += 1
+        headers = {**self._headers, **_JSON_BODY, "Accept": _EVENT_STREAM}
+        response: aiohttp.ClientResponse | None = None
+        try:
+            response = await session.request(
+                "POST",
+                url,
+                data=body,
+                headers=headers,
+                allow_redirects=False,
+                timeout=client_timeout,
+            )
+            status = response.status
+            if 200 <= status < 300 and response.content_type == _EVENT_STREAM:
+                if logger.isEnabledFor(logging.DEBUG):
+                    logger.debug(
+                        "POST %s -> %d (stream open, %.1f ms)",
+                        path,
+                        status,
+                        (time.perf_counter() - started) * 1000,
+                    )
+                opened, response = response, None
+                return status, opened.headers, b"", opened
+            error_body = await self._read_body(response, "POST", path)
+        except (asyncio.TimeoutError, TimeoutError) as exc:
+            raise APITimeoutError("request timed out", method="POST", path=path) from exc
+        except aiohttp.ClientPayloadError as exc:
+            raise APIConnectionError(
+                "the response body was cut short", method="POST", path=path
+            ) from exc
+        except aiohttp.ClientError as exc:
+            raise APIConnectionError(
+                f"connection failed: {type(exc).__name__}", method="POST", path=path
+            ) from exc
+        finally:
+            if response is not None:
+                response.release()
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("POST %s -> %d (%d bytes, no stream)", path, status, len(error_body))
+        if 200 <= status < 300:
+            raise ResponseDecodeError(
+                f"expected an event stream, got {response.content_type or 'no content type'}",
+                method="POST",
+                path=path,
+                body=error_body,
+            )
+        return status, response.headers, error_body, response
 
     async def _read_body(self, response: aiohttp.ClientResponse, method: str, path: str) -> bytes:
         limit = self._max_response_bytes
@@ -336,3 +484,48 @@ class Transport:
         if cls is RateLimitError:
             return RateLimitError(retry_after=parse_retry_after(headers), **kwargs)
         return cls(**kwargs)  # type: ignore[arg-type]
+
+
+class _Chunks:
+    """The body of an open stream, chunk by chunk as it arrives, with aiohttp's errors as ours."""
+
+    def __init__(self, response: aiohttp.ClientResponse, path: str, read_timeout: float) -> None:
+        self._response = response
+        self._path = path
+        self._read_timeout = read_timeout
+        self.bytes_read = 0
+
+    def __aiter__(self) -> _Chunks:
+        return self
+
+    async def __anext__(self) -> bytes:
+        try:
+            chunk = await self._response.content.readany()
+        except (asyncio.TimeoutError, TimeoutError) as exc:
+            raise APITimeoutError(
+                f"the stream sent nothing for {self._read_timeout:g} s",
+                method="POST",
+                path=self._path,
+            ) from exc
+        except aiohttp.ClientPayloadError as exc:
+            raise APIConnectionError(
+                "the stream was cut short", method="POST", path=self._path
+            ) from exc
+        except aiohttp.ClientError as exc:
+            raise APIConnectionError(
+                f"the stream failed: {type(exc).__name__}", method="POST", path=self._path
+            ) from exc
+        if not chunk:
+            raise StopAsyncIteration
+        self.bytes_read += len(chunk)
+        return chunk
+
+    def close(self) -> None:
+        """Hand the connection back if the stream was read to its end, else close it."""
+        response = self._response
+        if response.content.at_eof():
+            response.release()
+        else:
+            response.close()
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("POST %s stream closed after %d bytes", self._path, self.bytes_read)

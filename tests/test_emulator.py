@@ -189,6 +189,8 @@ def test_public_names_are_exactly_the_documented_ones() -> None:
         "Clock",
         "Emulator",
         "EmulatorServer",
+        "Fault",
+        "Faults",
         "ManualClock",
         "RealClock",
         "TaskPlan",
@@ -548,7 +550,8 @@ async def test_unknown_paths_and_methods_answer_json(api: Api, emu: Emulator) ->
     assert (await api.request("GET", "/nope", None, f"Bearer {KEY}")).status == 404
     path = api.style.get.replace("{id}", run_id)
     for route in (path, api.style.list):
-        reply = await api.request("POST", route, None, f"Bearer {KEY}")
+        # PUT, not POST: POST on the v1 list path submits a run (tests/test_submit.py).
+        reply = await api.request("PUT", route, None, f"Bearer {KEY}")
         assert reply.status == 405
         assert reply.headers["Allow"] == "GET"
 

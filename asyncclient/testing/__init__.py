@@ -17,10 +17,16 @@ tasks finish on a clock you control::
 
 From a shell, ``python -m asyncclient.testing --port 8765 --api-key demo-key --runs 100``
 serves 100 runs on real time (``--speed 10`` makes them ten times faster).
+
+Chaos on demand: ``emu.faults.add(Fault("status", status=503, rate=0.2))`` fails a fifth of the
+requests, ``emu.faults.outage(5.0)`` fails all of them for five seconds (see :class:`Fault` for
+resets, truncated, trickling and stalled bodies, 429s with every form of ``Retry-After``, non-JSON
+bodies and proxy error pages); ``--faults "503:0.2,reset:0.05"`` does the same from the shell.
 """
 
 from ._clock import Clock, ManualClock, RealClock
 from ._emulator import Emulator
+from ._faults import Fault, Faults
 from ._server import EmulatorServer, serve
 from ._state import TaskPlan
 
@@ -28,6 +34,8 @@ __all__ = [
     "Clock",
     "Emulator",
     "EmulatorServer",
+    "Fault",
+    "Faults",
     "ManualClock",
     "RealClock",
     "TaskPlan",

@@ -3,6 +3,7 @@
 Usage::
 
     python -m asyncclient.testing --port 8765 --api-key demo-key --runs 100 [--speed 10]
+        [--faults "503:0.2,reset:0.05,429=1:0.01"]
 
 It prints its base URL on one line, then serves until interrupted (Ctrl-C or SIGTERM).
 """
@@ -20,11 +21,27 @@ from ._clock import RealClock
 from ._emulator import Emulator
 from ._server import serve
 
+_FAULTS_HELP = """\
+--faults SPEC: a comma-separated list of [ROUTE/]WHAT[=VALUE]:RATE
+  ROUTE   get (a run), list (runs), submit (a run) or status (the queue); omitted: all
+  RATE    the probability, 0..1, that a request gets this fault
+  WHAT    an HTTP status 400..599   a JSON error; =VALUE is its Retry-After (429=2)
+          reset                     the connection is reset before any answer
+          truncate                  half the body, then the connection is closed
+          trickle[=SECONDS]         the body in 64-byte chunks, SECONDS apart (0.05)
+          stall[=SECONDS]           no answer for SECONDS (65), then the real one
+          not_json                  a 200 whose body is not JSON
+          html[=STATUS]             a proxy's HTML error page (502)
+  example: --faults "503:0.2,reset:0.05,429=1:0.01,list/stall=5:0.01"
+"""
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m asyncclient.testing",
         description="Serve an emulated pre.dev browser-agent runs API.",
+        epilog=_FAULTS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (127.0.0.1)")
     parser.add_argument("--port", type=int, default=8765, help="port; 0 picks a free one (8765)")
@@ -45,6 +62,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--event-bytes", type=int, default=4_000, help="approximate timeline bytes per run"
+    )
+    parser.add_argument(
+        "--faults",
+        metavar="SPEC",
+        help='inject failures, e.g. "503:0.2,reset:0.05,429=1:0.01" (syntax below)',
     )
     return parser
 
@@ -85,6 +107,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         seed=args.seed,
     )
     emulator.populate(args.runs, max_duration=args.max_duration, event_bytes=args.event_bytes)
+    if args.faults is not None:
+        try:
+            emulator.faults.add_spec(args.faults)
+        except ValueError as exc:
+            _parser().error(f"--faults: {exc}")
     # asyncio.run turns Ctrl-C into cancelling the server task, which stops the server
     # cleanly, and then re-raises KeyboardInterrupt here.
     with contextlib.suppress(KeyboardInterrupt):

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING
 import msgspec
 from aiohttp import web
 
+from ._submit import add_routes as add_submit_routes
+
 if TYPE_CHECKING:
     from ._emulator import Emulator
 
@@ -128,7 +130,9 @@ def build_app(emulator: Emulator) -> web.Application:
         emulator.request_count += 1
         return _error(404, "Not found")
 
-    app = web.Application()
+    # Faults (none unless a test or --faults adds some) act in front of every route.
+    app = web.Application(middlewares=[emulator.faults._middleware])
+    add_submit_routes(app, emulator)  # first: the v1 submit path is also the v1 list path
     for path in GET_PATHS:
         app.router.add_route("*", path, get_run)
     for path in LIST_PATHS:

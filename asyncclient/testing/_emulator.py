@@ -6,15 +6,17 @@ import hashlib
 import random
 from bisect import insort
 from collections import Counter
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from ._app import build_app
 from ._clock import Clock, RealClock
+from ._faults import Faults
 from ._samples import RUN_FAILURES, sample_data, sample_status, sample_task
 from ._state import RunState, TaskPlan
+from ._submit import MAX_BATCH, QUEUE_CAP, Account
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -39,10 +41,23 @@ class Emulator:
         clock: The time source.
         seed: Seeds ids, generated tasks and event timelines.
         request_count: Requests answered so far, on any route and with any status.
-        requests_by_route: Requests answered per route: ``"get"`` and ``"list"``.
-        before_request: Called with the route name (``"get"`` or ``"list"``) and the request
-            at the start of each request to those routes, before anything is checked: tests
-            use it to create or finish runs between page requests.
+        requests_by_route: Requests answered per route: ``"get"``, ``"list"``, ``"submit"``
+            and ``"status"``.
+        before_request: Called with the route name (``"get"``, ``"list"``, ``"submit"`` or
+            ``"status"``) and the request at the start of each request to those routes, before
+            anything is checked: tests use it to create or finish runs between page requests,
+            or raise an ``aiohttp.web.HTTPException`` to answer with it instead.
+        plan_task: Plans each task of a submitted run: called with the task's index and its
+            JSON object, it returns how many seconds the task runs once a browser picks it up
+            (a ``SUCCESS``), or a whole :class:`TaskPlan` whose ``finish_after`` is that
+            duration. ``None`` (the default) draws both from the seed.
+        queue_cap: The most live (unfinished) tasks one key may have; a submission that would
+            go over it is answered 429 ``QUEUE_FULL``.
+        max_batch: The most tasks one submission may hold (400 ``BATCH_TOO_LARGE`` above).
+        streams_open: Streamed submissions being answered right now.
+        stream_disconnects: Streams that ended because the client left before ``done``.
+        faults: The failures injected in front of the API (none until some are added), drawn
+            with a generator seeded from :attr:`seed`; see :class:`Faults`.
     """
 
     def __init__(
@@ -72,6 +87,14 @@ class Emulator:
         self.request_count = 0
         self.requests_by_route: Counter[str] = Counter()
         self.before_request: Callable[[str, web.Request], None] | None = None
+        self.faults = Faults(seed)
+        self.plan_task: Callable[[int, Mapping[str, Any]], float | TaskPlan] | None = None
+        self.queue_cap = QUEUE_CAP
+        self.max_batch = MAX_BATCH
+        self.streams_open = 0
+        self.stream_disconnects = 0
+        self._accounts: dict[str, Account] = {}
+        self._starts: dict[str, list[float]] = {}
         self._runs: dict[str, RunState] = {}
         # Per key, runs sorted by (createdAt, id) ascending; pages read it from the end.
         self._by_key: dict[str, list[RunState]] = {key: [] for key in keys}
@@ -247,6 +270,40 @@ class Emulator:
         """
         run = self._runs[run_id]
         run.finish_by(self.clock() - run.created_at)
+
+    def set_account(
+        self,
+        api_key: str | None = None,
+        *,
+        subscribed: bool = True,
+        credits: float | None = None,
+        rate_limit: tuple[int, float] | None = None,
+    ) -> None:
+        """Set the account state behind a key, which submissions are checked against.
+
+        Args:
+            api_key: The key; defaults to the first key.
+            subscribed: ``False`` answers every submission 402 ``SUBSCRIPTION_REQUIRED``.
+            credits: The balance; a submission needing more (0.1 credit per task at least) is
+                answered 402 ``INSUFFICIENT_CREDITS``. ``None`` for no limit. The balance is
+                not drawn down.
+            rate_limit: ``(submissions, seconds)``: more submissions than that within that many
+                seconds of the emulator's clock are answered 429 ``RATE_LIMITED``, with a
+                ``Retry-After``. ``None`` for no limit.
+
+        Raises:
+            ValueError: On an unknown key or a value out of range.
+        """
+        key = self._key(api_key)
+        if credits is not None and not credits >= 0:
+            raise ValueError(f"credits must be >= 0 or None, got {credits!r}")
+        if rate_limit is not None:
+            count, window = rate_limit
+            if not (isinstance(count, int) and count >= 1 and window > 0):
+                raise ValueError(f"rate_limit must be (count >= 1, seconds > 0), got {rate_limit}")
+        self._accounts[key] = Account(
+            subscribed=bool(subscribed), credits=credits, rate_limit=rate_limit
+        )
 
     def run_ids(self, api_key: str | None = None) -> list[str]:
         """Return run ids, newest first (``createdAt`` descending, then id descending).
