@@ -28,13 +28,22 @@ import random
 import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Coroutine, Iterator, Sequence
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Coroutine,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any
 
+import anyio
 import msgspec
 
 from . import __version__
@@ -56,11 +65,12 @@ from ._exceptions import (
 )
 from ._models import CREDIT_USD, Run, RunnerEvent, TaskResult
 from ._polling import RunUpdate
+from ._tasks import TaskSpec
+from .testing import TaskPlan
 
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
 
-    from .testing import Emulator
 
 __all__ = ["main"]
 
@@ -73,10 +83,15 @@ EXIT_INTERRUPTED = 130
 
 _PROG = "asyncclient"
 _DEMO_KEY = "demo-key"
-_DEMO_FAILURES = (
-    "Run aborted: browser pool unavailable",
-    "Run aborted: cancelled by the account owner",
+_DEMO_INSTRUCTIONS = (
+    "Extract the page title.",
+    "Extract the top 5 headlines.",
+    "Find the pricing table and extract each plan.",
+    "Extract the contact email address.",
+    "List every product name and price.",
+    "Summarise the first paragraph.",
 )
+_DEMO_TASK_FAILURES = ("ERROR", "TIMEOUT", "BLOCKED", "CAPTCHA_FAILED", "LOOP", "NO_TARGET")
 
 
 class _CliError(Exception):
@@ -897,7 +912,7 @@ async def _cmd_demo(args: argparse.Namespace, context: _Context) -> int:
     speed: float = args.speed
     clock = RealClock(speed=speed)
     emulator = Emulator(api_keys=(_DEMO_KEY,), clock=clock, seed=args.seed)
-    ids = _create_demo_runs(emulator, args.runs, random.Random(args.seed))
+    emulator.plan_task = _demo_task_planner(random.Random(args.seed))
     tally = _Tally()
     durations: list[float] = []
     lags: list[float] = []
@@ -909,6 +924,7 @@ async def _cmd_demo(args: argparse.Namespace, context: _Context) -> int:
         async with Client(
             server.api_key, base_url=server.base_url, poll_policy=_scaled_policy(1 / speed)
         ) as client:
+            ids = await _submit_demo_runs(client, args.runs, random.Random(args.seed + 1))
             with _Progress("runs", len(ids), enabled=progress_on) as progress:
                 async with client.watch(ids) as watcher:
                     async for update in watcher:
@@ -937,7 +953,9 @@ async def _cmd_demo(args: argparse.Namespace, context: _Context) -> int:
         ("noticed after p50", f"{_percentile(lags, 50):.2f} s"),
         ("noticed after p90", f"{_percentile(lags, 90):.2f} s"),
         ("requests made", str(requests)),
-        ("requests per run", f"{requests / max(1, len(ids)):.1f}"),
+        ("  submits", str(len(ids))),
+        ("  polls and list scans", str(requests - len(ids))),
+        ("watch requests per run", f"{(requests - len(ids)) / max(1, len(ids)):.2f}"),
         ("wall time", f"{wall:.1f} s"),
     ]
     title = f"demo: {len(ids)} runs, speed ×{speed:g}"
@@ -947,24 +965,42 @@ async def _cmd_demo(args: argparse.Namespace, context: _Context) -> int:
     return EXIT_OK if tally.statuses["error"] == 0 else EXIT_FAILED
 
 
-def _create_demo_runs(emulator: Emulator, count: int, rng: random.Random) -> list[str]:
-    """Runs of 1 to 8 tasks lasting seconds to two emulated minutes; some tasks and runs fail."""
-    now = emulator.clock()
-    ids = []
-    for _ in range(count):
-        longest = rng.choice((15.0, 30.0, 60.0, 90.0, 120.0))
-        durations = [
-            round(rng.uniform(2.0, longest), 3) for _ in range(rng.choice((1, 1, 2, 3, 4, 6, 8)))
-        ]
-        fail_with = rng.choice(_DEMO_FAILURES) if rng.random() < 0.08 else None
-        run_id = emulator.create_run(
-            durations=durations,
-            fail_with=fail_with,
-            event_bytes=2_000,
-            created_at=now - rng.uniform(0.0, 5.0),
-        )
-        ids.append(run_id)
+async def _submit_demo_runs(client: Client, count: int, rng: random.Random) -> list[str]:
+    """Submit runs of 1 to 5 tasks through the real ``submit`` call, 16 at a time."""
+    ids: list[str] = []
+    limiter = anyio.CapacityLimiter(16)
+
+    async def submit_one(size: int) -> None:
+        async with limiter:
+            tasks = [
+                TaskSpec(url=f"https://example.com/page/{rng.randrange(10_000)}", instruction=text)
+                for text in rng.sample(_DEMO_INSTRUCTIONS, size)
+            ]
+            run = await client.submit(tasks, concurrency=rng.choice((2, 5)))
+            ids.append(run.id)
+
+    async with anyio.create_task_group() as task_group:
+        for _ in range(count):
+            task_group.start_soon(submit_one, rng.choice((1, 1, 2, 2, 3, 4, 5)))
     return ids
+
+
+def _demo_task_planner(rng: random.Random) -> Callable[[int, Mapping[str, Any]], TaskPlan]:
+    """How the emulator plays each submitted task: seconds to two minutes, some failing."""
+
+    def plan(index: int, task: Mapping[str, Any]) -> TaskPlan:
+        longest = rng.choice((15.0, 30.0, 60.0, 90.0, 120.0))
+        status = "SUCCESS" if rng.random() < 0.8 else rng.choice(_DEMO_TASK_FAILURES)
+        return TaskPlan(
+            url=str(task.get("url", "")),
+            instruction=str(task.get("instruction") or ""),
+            input={},
+            finish_after=round(rng.uniform(2.0, longest), 3),
+            status=status,
+            data={"title": f"Result {index}"} if status == "SUCCESS" else None,
+        )
+
+    return plan
 
 
 def _ordered(counts: Counter[str]) -> list[tuple[str, int]]:

@@ -487,7 +487,10 @@ async def test_demo_watches_every_run_and_prints_the_summary() -> None:
     rows = {label: value.strip() for label, value in rows.items()}
     assert rows["runs"] == "40"
     assert int(rows["completed"]) + int(rows.get("failed", "0")) == 40
-    assert int(rows["requests made"]) >= 40
-    for label in ("credits used", "run duration p50", "run duration p90", "requests per run"):
+    assert int(rows["requests made"]) >= 80  # 40 submits, then at least one GET per run
+    assert int(rows["submits"]) == 40
+    assert int(rows["polls and list scans"]) == int(rows["requests made"]) - 40
+    for label in ("credits used", "run duration p50", "run duration p90"):
         assert rows[label]
+    assert float(rows["watch requests per run"]) >= 1.0
     assert rows["wall time"].endswith(" s")
