@@ -1,8 +1,9 @@
 """An emulator of the pre.dev browser-agent runs API, for tests and demos.
 
-It serves both path styles of the two read endpoints (get a run, list runs) over real HTTP
-with ``aiohttp.web``, with per-key ownership, the documented status codes, and runs whose
-tasks finish on a clock you control::
+It serves both path styles of the API (get a run, list runs, submit a run in async, blocking or
+streaming mode, the queue snapshot) over real HTTP with ``aiohttp.web``, with per-key ownership,
+the documented status codes and error codes, a chaos mode (:class:`Fault`), and runs whose tasks
+finish on a clock you control::
 
     from asyncclient.testing import Emulator, ManualClock, serve
 
