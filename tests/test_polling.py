@@ -493,7 +493,8 @@ async def test_auto_prefers_gets_when_the_key_has_many_unwatched_runs(
         # At most the first scan, made before the key's backlog was known.
         assert watcher.scans <= 1
     elif strategy == "list":
-        assert watcher.scan_requests >= 10 * watcher.scans
+        # Every full scan reads the key's whole backlog (the last may be cut short at the end).
+        assert watcher.scan_requests >= 10 * (watcher.scans - 1)
 
 
 async def test_auto_switches_strategy_mid_watch(
