@@ -16,9 +16,16 @@ def tests(session: nox.Session) -> None:
     """Run the test suite against the emulator on loopback, with branch coverage."""
     session.install("-e", ".[test,cli]")
     session.run("coverage", "erase")
-    session.run("coverage", "run", "-m", "pytest", *session.posargs)
+    session.run("coverage", "run", "-m", "pytest", "--ignore=tests/temporal", *session.posargs)
     session.run("coverage", "combine", "--quiet")
     session.run("coverage", "report", "--fail-under=90")
+
+
+@nox.session
+def temporal(session: nox.Session) -> None:
+    """The Temporal extra against a real Temporal dev server, PostgreSQL and emulator processes."""
+    session.install("-e", ".[test,temporal]")
+    session.run("pytest", "tests/temporal", *session.posargs)
 
 
 @nox.session
@@ -32,7 +39,9 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typecheck(session: nox.Session) -> None:
     """mypy --strict over the package, the tests and the benchmarks."""
-    session.install("-e", ".[test,cli]", "mypy>=1.13", "types-PyYAML", "types-jsonschema")
+    # The temporal extra too: asyncclient.temporal and its tests are checked against the real
+    # temporalio and psycopg types (both ship py.typed).
+    session.install("-e", ".[test,cli,temporal]", "mypy>=1.13", "types-PyYAML", "types-jsonschema")
     session.run("mypy")
 
 

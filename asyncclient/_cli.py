@@ -131,6 +131,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .testing.__main__ import main as emulator_main
 
             return emulator_main(extra)
+        if args.command == "temporal":
+            return _temporal(args.temporal_command, extra)
         if extra:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         command: Callable[[argparse.Namespace, _Context], Coroutine[Any, Any, int]]
@@ -160,6 +162,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
         return EXIT_FAILED
+
+
+def _temporal(command: str, argv: Sequence[str]) -> int:
+    """Hand over to the Temporal extra's own command line."""
+    try:
+        from .temporal import _cli as temporal_cli
+    except ImportError:
+        _error("the temporal commands need the extra: pip install 'asyncclient[temporal]'")
+        return EXIT_USAGE
+    prog = f"{_PROG} temporal {command}"
+    if command == "worker":
+        return temporal_cli.worker_main(list(argv), prog=prog)
+    return temporal_cli.watch_main(list(argv), prog=prog)
 
 
 def _error(message: str, hint: str | None = None) -> None:
@@ -263,6 +278,18 @@ def _parser() -> argparse.ArgumentParser:
         "emulator",
         add_help=False,
         help="serve the API emulator locally (see: asyncclient emulator --help)",
+    )
+
+    temporal = commands.add_parser(
+        "temporal",
+        add_help=False,  # `asyncclient temporal watch --help` belongs to the watch command
+        help="scale out on Temporal: temporal worker|watch (needs the temporal extra)",
+        description="Watch very large batches across many Temporal workers.",
+    )
+    temporal.add_argument(
+        "temporal_command",
+        choices=("worker", "watch"),
+        help="worker: run a worker; watch: start a batch and follow it (each has its own --help)",
     )
 
     demo = commands.add_parser(

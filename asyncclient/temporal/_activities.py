@@ -1,0 +1,298 @@
+"""The activity: watch one shard with the SDK's poller and store each result once.
+
+An attempt reads its shard's ids from the ids file, asks the sink which are stored already and
+watches only the others. Finished runs flow through a bounded stream to one writer, which
+stores them in small transactions (``store_many``) and heartbeats progress after each. A
+heartbeat ticker keeps Temporal told the attempt is alive while runs are still processing.
+
+After a crash Temporal starts the next attempt, on any worker, once the heartbeat timeout has
+passed. The sink is the truth about what is done: the new attempt skips what it holds. The last
+heartbeat's details (how many were stored, the last ids) are what the previous attempt had
+reported; they are logged and recorded with the attempt so a resume can be seen and checked.
+
+A run that cannot be watched for good (404, another refusal, a body that is not a run) is
+stored with status ``error``. A run whose polls kept failing for a passing reason (connection
+errors, 5xx, 429) is not stored: the attempt fails at the end, with the others stored, and
+Temporal retries the shard for the rest.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import anyio
+import anyio.to_thread
+import msgspec
+from anyio.streams.memory import MemoryObjectReceiveStream
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from .._client import Client
+from .._config import RETRY_STATUSES, PollPolicy
+from .._exceptions import APIStatusError, AuthenticationError, NotFoundError, ResponseDecodeError
+from .._polling import RunUpdate
+from ._exceptions import BatchInputError
+from ._planner import ShardSpec, load_shard
+from ._sinks import AttemptRecord, RunResult, Sink, StoredBy
+
+__all__ = ["ShardActivities", "ShardProgress", "ShardResult"]
+
+WATCH_SHARD = "watch_shard"
+"""The activity's registered name."""
+_LAST_IDS = 5
+
+
+@dataclass(frozen=True)
+class ShardResult:
+    """What one shard's successful attempt reports to the workflow.
+
+    Attributes:
+        batch_id: the batch.
+        index: the shard.
+        ids: how many ids the shard holds.
+        already_stored: how many of them the sink held when this attempt began (stored by an
+            earlier attempt, or an earlier batch).
+        stored: how many this attempt stored.
+        errors: how many of those were stored with status ``error``.
+        attempt: the attempt that finished the shard (above 1 after a crash or a retry).
+    """
+
+    batch_id: str
+    index: int
+    ids: int
+    already_stored: int
+    stored: int
+    errors: int
+    attempt: int
+
+
+@dataclass
+class ShardProgress:
+    """The heartbeat details of an attempt: read back by the next attempt after a crash.
+
+    Attributes:
+        ids: how many ids the shard holds.
+        in_sink: how many of them the sink holds, as far as this attempt knows.
+        stored: how many this attempt stored.
+        attempt: the attempt reporting.
+        last: the last few ids stored.
+    """
+
+    ids: int = 0
+    in_sink: int = 0
+    stored: int = 0
+    attempt: int = 1
+    last: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_details(cls, details: Sequence[Any]) -> ShardProgress | None:
+        """The progress a previous attempt heartbeated, or ``None`` (first attempt, or details
+        this version cannot read)."""
+        if not details or not isinstance(details[0], dict):
+            return None
+        raw = details[0]
+        try:
+            return cls(
+                ids=int(raw.get("ids", 0)),
+                in_sink=int(raw.get("in_sink", 0)),
+                stored=int(raw.get("stored", 0)),
+                attempt=int(raw.get("attempt", 1)),
+                last=[str(run_id) for run_id in raw.get("last", [])][-_LAST_IDS:],
+            )
+        except (TypeError, ValueError):
+            return None
+
+
+def _default_identity() -> str:
+    return f"{os.getpid()}@{socket.gethostname()}"
+
+
+def _result_of(update: RunUpdate) -> RunResult | None:
+    """What to store for a final update, or ``None`` when its error may pass."""
+    if update.error is None:
+        assert update.run is not None
+        return RunResult(update.run_id, update.run.status, msgspec.json.encode(update.run))
+    error = update.error
+    permanent = isinstance(error, (NotFoundError, ResponseDecodeError)) or (
+        isinstance(error, APIStatusError)
+        and not isinstance(error, AuthenticationError)
+        and error.status not in RETRY_STATUSES
+    )
+    return RunResult.from_error(update.run_id, error) if permanent else None
+
+
+class ShardActivities:
+    """The activities of a worker: one instance per worker, sharing its client and its sink.
+
+    Register ``activities.watch_shard`` with the worker (see :func:`create_worker`).
+
+    Args:
+        client: the API client every shard polls through (its session is shared).
+        sink: where results go; it must be open while the worker runs.
+        policy: the polling policy of each shard's watch (default: the client's).
+        worker: this worker's identity, recorded on every row it stores.
+        flush_size: the most results stored in one transaction.
+        flush_interval: seconds a result may wait for others to share its transaction.
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        sink: Sink,
+        *,
+        policy: PollPolicy | None = None,
+        worker: str | None = None,
+        flush_size: int = 200,
+        flush_interval: float = 0.2,
+    ) -> None:
+        if flush_size < 1:
+            raise ValueError(f"flush_size must be 1 or more, got {flush_size!r}")
+        if not flush_interval >= 0:
+            raise ValueError(f"flush_interval must be >= 0, got {flush_interval!r}")
+        self._client = client
+        self._sink = sink
+        self._policy = policy
+        self.worker = worker or _default_identity()
+        self._flush_size = flush_size
+        self._flush_interval = flush_interval
+
+    @activity.defn(name=WATCH_SHARD)
+    async def watch_shard(self, shard: ShardSpec) -> ShardResult:
+        """Watch the runs of one shard that the sink does not hold yet, and store each.
+
+        Args:
+            shard: the shard's descriptor.
+
+        Returns:
+            The shard's counts.
+
+        Raises:
+            ApplicationError: non-retryable when the shard is meant for another sink or its ids
+                file changed; retryable when some runs kept failing for a passing reason.
+        """
+        info = activity.info()
+        if shard.sink != self._sink.name:
+            raise ApplicationError(
+                f"shard {shard.index} of batch {shard.batch_id} stores into {shard.sink}, "
+                f"but this worker's sink is {self._sink.name}",
+                type="SinkMismatchError",
+                non_retryable=True,
+            )
+        try:
+            ids = await anyio.to_thread.run_sync(load_shard, shard)
+        except BatchInputError as exc:
+            raise ApplicationError(str(exc), type="BatchInputError", non_retryable=True) from exc
+        resumed = ShardProgress.from_details(info.heartbeat_details)
+        already = await self._sink.has(ids)
+        await self._sink.record_attempt(
+            AttemptRecord(
+                batch_id=shard.batch_id,
+                shard=shard.index,
+                attempt=info.attempt,
+                worker=self.worker,
+                already_stored=len(already),
+                resumed_stored=resumed.in_sink if resumed is not None else 0,
+            )
+        )
+        if info.attempt > 1:
+            activity.logger.info(
+                "shard %d attempt %d: the last heartbeat reported %s stored; the sink holds "
+                "%d of %d, watching the other %d",
+                shard.index,
+                info.attempt,
+                resumed.in_sink if resumed is not None else "nothing",
+                len(already),
+                len(ids),
+                len(ids) - len(already),
+            )
+        progress = ShardProgress(ids=len(ids), in_sink=len(already), attempt=info.attempt)
+        activity.heartbeat(progress)
+        todo = [run_id for run_id in ids if run_id not in already]
+        errors = deferred = 0
+        if todo:
+            errors, deferred = await self._watch(todo, shard, progress, info.heartbeat_timeout)
+        if deferred:
+            raise ApplicationError(
+                f"shard {shard.index}: {deferred} runs kept failing for a passing reason "
+                f"(connection errors, 5xx, 429); {progress.stored} stored, the shard is retried "
+                "for the rest",
+                type="TransientRunError",
+            )
+        return ShardResult(
+            batch_id=shard.batch_id,
+            index=shard.index,
+            ids=len(ids),
+            already_stored=len(already),
+            stored=progress.stored,
+            errors=errors,
+            attempt=info.attempt,
+        )
+
+    async def _watch(
+        self,
+        todo: list[str],
+        shard: ShardSpec,
+        progress: ShardProgress,
+        heartbeat_timeout: timedelta | None,
+    ) -> tuple[int, int]:
+        """Watch ``todo`` and store each final result; returns ``(errors, deferred)``."""
+        by = StoredBy(shard.batch_id, shard.index, progress.attempt, self.worker)
+        # Beat well inside the timeout; the SDK itself sends at most one beat per 80 % of it.
+        beat = 10.0
+        if heartbeat_timeout is not None:
+            beat = min(beat, max(0.05, heartbeat_timeout.total_seconds() / 4))
+        errors = deferred = 0
+        send, receive = anyio.create_memory_object_stream[RunResult](2 * self._flush_size)
+        async with anyio.create_task_group() as ticker:
+            ticker.start_soon(self._heartbeat_loop, progress, beat)
+            async with anyio.create_task_group() as flow:
+                flow.start_soon(self._write, receive, by, progress)
+                async with (
+                    send,
+                    self._client.watch(
+                        todo, include_events=shard.include_events, policy=self._policy
+                    ) as watcher,
+                ):
+                    async for update in watcher:
+                        if not update.final:
+                            continue
+                        result = _result_of(update)
+                        if result is None:
+                            deferred += 1
+                            continue
+                        errors += result.status == "error"
+                        await send.send(result)
+            ticker.cancel_scope.cancel()
+        return errors, deferred
+
+    async def _write(
+        self, receive: MemoryObjectReceiveStream[RunResult], by: StoredBy, progress: ShardProgress
+    ) -> None:
+        """Store results in small transactions, heartbeating progress after each."""
+        async with receive:
+            async for first in receive:
+                batch = [first]
+                # Linger briefly so one transaction carries many results, not one each.
+                with anyio.move_on_after(self._flush_interval):
+                    while len(batch) < self._flush_size:
+                        try:
+                            batch.append(await receive.receive())
+                        except anyio.EndOfStream:
+                            break
+                stored = await self._sink.store_many(batch, by=by)
+                progress.in_sink += len(batch)
+                progress.stored += len(stored)
+                progress.last = [result.run_id for result in batch[-_LAST_IDS:]]
+                activity.heartbeat(progress)
+
+    @staticmethod
+    async def _heartbeat_loop(progress: ShardProgress, every: float) -> None:
+        """Heartbeat while runs are processing and nothing is being stored."""
+        while True:
+            await anyio.sleep(every)
+            activity.heartbeat(progress)

@@ -1,0 +1,127 @@
+"""Starting a batch, idempotently: one workflow per batch, never two.
+
+The workflow id is derived from the batch (the ids file's content and the sink), and the start
+asks Temporal to refuse that id if any execution ever had it, running or closed
+(``REJECT_DUPLICATE`` and ``FAIL``). A second start of the same batch therefore raises
+:class:`BatchAlreadyStartedError` instead of watching every run again. Temporal forgets closed
+executions after the namespace's retention period; past it a second start would run, and the
+sink would still store nothing twice.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import anyio.to_thread
+from temporalio.client import Client as TemporalClient
+from temporalio.client import WorkflowHandle
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+
+from ._exceptions import BatchAlreadyStartedError
+from ._planner import BatchSpec, plan_batch
+from ._sinks import Sink, sink_name
+from ._workflows import BatchInput, BatchResult, WatchBatchWorkflow
+
+__all__ = ["DEFAULT_TASK_QUEUE", "StartedBatch", "start_batch"]
+
+DEFAULT_TASK_QUEUE = "asyncclient-watch"
+"""The task queue workers listen on and batches are started on, unless told otherwise."""
+
+
+@dataclass(frozen=True)
+class StartedBatch:
+    """A batch that was started.
+
+    Attributes:
+        spec: the planned batch (its id, file, digest, size, shard count, sink).
+        workflow: the handle of its workflow: ``await started.workflow.result()`` waits for
+            the :class:`BatchResult`; ``query(WatchBatchWorkflow.progress)`` reads progress.
+    """
+
+    spec: BatchSpec
+    workflow: WorkflowHandle[WatchBatchWorkflow, BatchResult]
+
+
+async def start_batch(
+    client: TemporalClient,
+    ids_path: str,
+    *,
+    sink: str | Sink,
+    shards: int,
+    task_queue: str = DEFAULT_TASK_QUEUE,
+    include_events: bool = False,
+    max_parallel: int = 50,
+    shards_per_run: int = 500,
+    heartbeat_timeout: float = 60.0,
+    shard_timeout: float = 7 * 24 * 3600.0,
+    retry_initial: float = 1.0,
+    retry_max: float = 60.0,
+) -> StartedBatch:
+    """Plan a batch from an ids file and start its workflow, once.
+
+    Args:
+        client: a connected Temporal client.
+        ids_path: the ids file, one run id per line; every worker must be able to read it at
+            the same absolute path.
+        sink: the sink's URL (or the sink) the workers store into; only its name (no password)
+            goes into the workflow.
+        shards: how many shards to cut the batch into.
+        task_queue: the task queue the workers listen on.
+        include_events: store finished runs with their event timelines.
+        max_parallel: the most shards watched at once, over all workers.
+        shards_per_run: shards one workflow execution starts before continuing as new.
+        heartbeat_timeout: seconds of silence after which a shard's attempt is presumed dead
+            and retried on another worker.
+        shard_timeout: seconds one attempt at one shard may take in all.
+        retry_initial: seconds before the first retry of a failed attempt.
+        retry_max: the longest wait between two attempts.
+
+    Returns:
+        The batch and its workflow handle.
+
+    Raises:
+        BatchAlreadyStartedError: this batch (same ids content, same sink) was started before.
+        BatchInputError: the ids file cannot be read, holds a bad line, or no id.
+        SinkError: ``sink`` is not a sink URL this package knows.
+        ValueError: a scheduling argument is out of range.
+    """
+    name = sink.name if isinstance(sink, Sink) else sink_name(sink)
+    for label, value in (("max_parallel", max_parallel), ("shards_per_run", shards_per_run)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{label} must be an integer >= 1, got {value!r}")
+    for label, seconds in (
+        ("heartbeat_timeout", heartbeat_timeout),
+        ("shard_timeout", shard_timeout),
+        ("retry_initial", retry_initial),
+        ("retry_max", retry_max),
+    ):
+        if not seconds > 0:
+            raise ValueError(f"{label} must be > 0 seconds, got {seconds!r}")
+    spec = await anyio.to_thread.run_sync(
+        functools.partial(
+            plan_batch, ids_path, shards=shards, sink=name, include_events=include_events
+        )
+    )
+    batch_input = BatchInput(
+        batch=spec,
+        max_parallel=max_parallel,
+        shards_per_run=shards_per_run,
+        heartbeat_timeout=heartbeat_timeout,
+        shard_timeout=shard_timeout,
+        retry_initial=retry_initial,
+        retry_max=max(retry_max, retry_initial),
+    )
+    try:
+        handle = await client.start_workflow(
+            WatchBatchWorkflow.run,
+            batch_input,
+            id=spec.workflow_id,
+            task_queue=task_queue,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+        )
+    except WorkflowAlreadyStartedError as exc:
+        raise BatchAlreadyStartedError(spec.batch_id, spec.workflow_id, exc.run_id) from exc
+    return StartedBatch(spec=spec, workflow=handle)

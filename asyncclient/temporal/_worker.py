@@ -1,0 +1,45 @@
+"""Building a Temporal worker that runs batches: the workflow and the shard activity."""
+
+from __future__ import annotations
+
+from temporalio.client import Client as TemporalClient
+from temporalio.worker import Worker
+
+from ._activities import ShardActivities
+from ._starter import DEFAULT_TASK_QUEUE
+from ._workflows import WatchBatchWorkflow
+
+__all__ = ["create_worker"]
+
+
+def create_worker(
+    client: TemporalClient,
+    activities: ShardActivities,
+    *,
+    task_queue: str = DEFAULT_TASK_QUEUE,
+    max_concurrent_shards: int = 10,
+) -> Worker:
+    """A worker for ``task_queue`` that runs the batch workflow and the shard activity.
+
+    Run it with ``async with worker: ...`` or ``await worker.run()``. Every worker of a task
+    queue must store into the same sink: a shard meant for another sink is refused.
+
+    Args:
+        client: a connected Temporal client.
+        activities: the shard activities, holding this worker's API client and sink.
+        task_queue: the task queue to poll.
+        max_concurrent_shards: the most shards this worker watches at once; each polls with
+            its own in-flight limit (the policy's ``max_in_flight``).
+
+    Returns:
+        The worker, not yet running.
+    """
+    if max_concurrent_shards < 1:
+        raise ValueError(f"max_concurrent_shards must be 1 or more, got {max_concurrent_shards}")
+    return Worker(
+        client,
+        task_queue=task_queue,
+        workflows=[WatchBatchWorkflow],
+        activities=[activities.watch_shard],
+        max_concurrent_activities=max_concurrent_shards,
+    )

@@ -1,0 +1,1 @@
+"""Tests of asyncclient.temporal: run them with ``nox -s temporal``."""

@@ -1,0 +1,291 @@
+"""The shard activity, run in Temporal's activity test environment against the emulator."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import anyio
+import msgspec
+import pytest
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
+
+from asyncclient import (
+    APIConnectionError,
+    AuthenticationError,
+    BadRequestError,
+    Client,
+    NotFoundError,
+    PollPolicy,
+    RateLimitError,
+    ResponseDecodeError,
+    RetryPolicy,
+    Run,
+    RunUpdate,
+    ServerError,
+    WatchTimeoutError,
+)
+from asyncclient.temporal import (
+    BatchSpec,
+    RunResult,
+    ShardActivities,
+    ShardProgress,
+    SQLiteSink,
+    StoredBy,
+    load_shard,
+    plan_batch,
+)
+from asyncclient.temporal._activities import _result_of
+from asyncclient.testing import Emulator, EmulatorServer, Fault, ManualClock, serve
+
+pytestmark = pytest.mark.anyio
+
+POLICY = PollPolicy(
+    initial_delay=0.01, max_delay=0.05, not_found_grace=0.0, max_failed_polls=2, strategy="per-run"
+)
+RETRY = RetryPolicy(max_retries=1, initial_delay=0.001, max_delay=0.005)
+MISSING = "0123456789abcdef01234567"
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    """A clock the test moves by hand."""
+    return ManualClock(start=1_776_000_000.0)
+
+
+@pytest.fixture
+def emulator(clock: ManualClock) -> Emulator:
+    """An emulator with 60 runs, all finished."""
+    emu = Emulator(api_keys=("test-key",), clock=clock, seed=3)
+    for n in range(60):
+        emu.create_run(durations=[1.0, 2.0], fail_with="boom" if n % 10 == 0 else None)
+    clock.advance(10.0)
+    return emu
+
+
+@pytest.fixture
+async def server(emulator: Emulator) -> AsyncIterator[EmulatorServer]:
+    """The emulator on loopback."""
+    async with serve(emulator) as running:
+        yield running
+
+
+@pytest.fixture
+async def client(server: EmulatorServer) -> AsyncIterator[Client]:
+    """A client with fast retries."""
+    async with Client(server.api_key, base_url=server.base_url, retry=RETRY) as api:
+        yield api
+
+
+@pytest.fixture
+async def sink(tmp_path: Path) -> AsyncIterator[SQLiteSink]:
+    """An open SQLite sink."""
+    async with SQLiteSink(tmp_path / "results.db") as opened:
+        yield opened
+
+
+@pytest.fixture
+def batch(tmp_path: Path, emulator: Emulator, sink: SQLiteSink) -> BatchSpec:
+    """The emulator's runs, and one id it does not know, in 3 shards."""
+    path = tmp_path / "ids.txt"
+    path.write_text("\n".join([*emulator.run_ids(), MISSING]) + "\n")
+    return plan_batch(path, shards=3, sink=sink.name)
+
+
+def _environment(attempt: int = 1, details: list[Any] | None = None) -> ActivityEnvironment:
+    env = ActivityEnvironment()
+    env.info = dataclasses.replace(
+        env.info,
+        attempt=attempt,
+        heartbeat_details=details or [],
+        heartbeat_timeout=timedelta(seconds=1),
+    )
+    return env
+
+
+async def test_a_shard_is_watched_and_each_run_stored_once_with_who_stored_it(
+    client: Client, sink: SQLiteSink, batch: BatchSpec
+) -> None:
+    """Every run of the shard is stored once, by this batch, shard and attempt; progress is
+    heartbeated as it goes."""
+    activities = ShardActivities(client, sink, policy=POLICY, worker="w1", flush_interval=0.01)
+    env = _environment()
+    beats: list[ShardProgress] = []
+    env.on_heartbeat = lambda *details: beats.append(dataclasses.replace(details[0]))
+    shard = batch.shard(1)
+    ids = load_shard(shard)
+
+    result = await env.run(activities.watch_shard, shard)
+
+    assert (result.ids, result.already_stored, result.stored, result.attempt) == (
+        len(ids),
+        0,
+        len(ids),
+        1,
+    )
+    assert await sink.has(ids) == set(ids)
+    assert await sink.count() == len(ids)
+    row = await sink.get(ids[0])
+    assert row is not None
+    assert row.stored_by == StoredBy(batch.batch_id, 1, 1, "w1")
+    assert beats[0].in_sink == 0
+    assert beats[-1].in_sink == len(ids)
+    assert beats[-1].last
+
+
+async def test_a_later_attempt_skips_what_the_sink_holds_and_records_the_resume(
+    client: Client, sink: SQLiteSink, batch: BatchSpec, emulator: Emulator
+) -> None:
+    """After a crash, the next attempt polls only the runs not stored yet, and the attempt is
+    recorded with what it found and what the last heartbeat said."""
+    shard = batch.shard(0)
+    ids = load_shard(shard)
+    done = ids[: len(ids) // 2]
+    first = StoredBy(batch.batch_id, 0, 1, "w1")
+    await sink.store_many([RunResult(i, "completed", b"{}") for i in done], by=first)
+    activities = ShardActivities(client, sink, policy=POLICY, worker="w2", flush_interval=0.01)
+    details = [{"ids": len(ids), "in_sink": len(done) - 1, "stored": 3, "last": done[-3:]}]
+    gets_before = emulator.requests_by_route["get"]
+
+    result = await _environment(attempt=2, details=details).run(activities.watch_shard, shard)
+
+    assert result.already_stored == len(done)
+    assert result.stored == len(ids) - len(done)
+    assert emulator.requests_by_route["get"] - gets_before == len(ids) - len(done)
+    assert await sink.has(ids) == set(ids)
+    [attempt] = await sink.attempts(batch_id=batch.batch_id)
+    assert (attempt.attempt, attempt.worker) == (2, "w2")
+    assert (attempt.already_stored, attempt.resumed_stored) == (len(done), len(done) - 1)
+    stored_again = await sink.get(done[0])
+    assert stored_again is not None
+    assert stored_again.stored_by == first
+
+
+async def test_a_missing_run_is_stored_as_an_error(
+    client: Client, sink: SQLiteSink, batch: BatchSpec
+) -> None:
+    """A run the API does not know is a final answer: stored with status 'error'."""
+    index = next(i for i in range(3) if MISSING in load_shard(batch.shard(i)))
+    activities = ShardActivities(client, sink, policy=POLICY, flush_interval=0.01)
+
+    result = await _environment().run(activities.watch_shard, batch.shard(index))
+
+    assert result.errors == 1
+    stored = await sink.get(MISSING)
+    assert stored is not None
+    assert stored.status == "error"
+    assert stored.body["error"] == "NotFoundError"
+
+
+async def test_runs_that_keep_failing_for_a_passing_reason_fail_the_attempt_to_be_retried(
+    client: Client, sink: SQLiteSink, batch: BatchSpec, emulator: Emulator
+) -> None:
+    """503s that outlive the retries store nothing for those runs and fail the attempt with a
+    retryable error, so Temporal tries the shard again later."""
+    emulator.faults.add(Fault("status", status=503, route="get"))
+    activities = ShardActivities(client, sink, policy=POLICY, flush_interval=0.01)
+
+    with pytest.raises(ApplicationError) as caught:
+        await _environment().run(activities.watch_shard, batch.shard(2))
+
+    assert caught.value.type == "TransientRunError"
+    assert not caught.value.non_retryable
+    assert await sink.count() == 0
+
+
+async def test_a_shard_meant_for_another_sink_is_refused_for_good(
+    client: Client, tmp_path: Path, batch: BatchSpec
+) -> None:
+    """A worker never stores a batch's results into a sink the batch was not planned for."""
+    async with SQLiteSink(tmp_path / "other.db") as other:
+        activities = ShardActivities(client, other, policy=POLICY)
+        with pytest.raises(ApplicationError) as caught:
+            await _environment().run(activities.watch_shard, batch.shard(0))
+    assert caught.value.type == "SinkMismatchError"
+    assert caught.value.non_retryable
+
+
+async def test_a_shard_whose_ids_file_changed_is_refused_for_good(
+    client: Client, sink: SQLiteSink, batch: BatchSpec
+) -> None:
+    """A worker never watches ids other than those the batch was planned with."""
+    await anyio.Path(batch.ids_path).write_text(MISSING + "\n")
+    activities = ShardActivities(client, sink, policy=POLICY)
+    with pytest.raises(ApplicationError) as caught:
+        await _environment().run(activities.watch_shard, batch.shard(0))
+    assert caught.value.type == "BatchInputError"
+    assert caught.value.non_retryable
+
+
+def _status(cls: type[Any], status: int) -> Exception:
+    error: Exception = cls(status=status, method="GET", path="/browser-agent/x", message="m")
+    return error
+
+
+RUN_ID = "65f8a9d2c1e4b5a6f7e8d9c0"
+
+
+@pytest.mark.parametrize(
+    ("error", "stored"),
+    [
+        pytest.param(_status(NotFoundError, 404), True, id="404-stored"),
+        pytest.param(_status(BadRequestError, 400), True, id="400-stored"),
+        pytest.param(
+            ResponseDecodeError("bad", method="GET", path="/x"), True, id="not-a-run-stored"
+        ),
+        pytest.param(_status(ServerError, 503), False, id="503-retried"),
+        pytest.param(_status(RateLimitError, 429), False, id="429-retried"),
+        pytest.param(_status(AuthenticationError, 401), False, id="401-retried"),
+        pytest.param(APIConnectionError("reset", method="GET", path="/x"), False, id="reset"),
+        pytest.param(WatchTimeoutError(RUN_ID, "late"), False, id="deadline-retried"),
+    ],
+)
+def test_only_errors_that_will_not_pass_are_stored(error: Exception, stored: bool) -> None:
+    """A final error is stored; a passing one leaves the run to the next attempt."""
+    result = _result_of(RunUpdate(RUN_ID, error=error))  # type: ignore[arg-type]
+    assert (result is not None) == stored
+    if result is not None:
+        assert result.status == "error"
+        assert msgspec.json.decode(result.body)["error"] == type(error).__name__
+
+
+def test_a_finished_run_is_stored_as_the_wire_json() -> None:
+    """A finished run is stored with its own status and its JSON as the API sends it."""
+    run = Run(id=RUN_ID, total=1, completed=1, status="failed", error="boom")
+    result = _result_of(RunUpdate(RUN_ID, run=run))
+    assert result == RunResult(RUN_ID, "failed", msgspec.json.encode(run))
+
+
+@pytest.mark.parametrize(
+    ("details", "expected"),
+    [
+        pytest.param([], None, id="first-attempt"),
+        pytest.param(["junk"], None, id="not-a-dict"),
+        pytest.param([{"in_sink": "many"}], None, id="bad-number"),
+        pytest.param(
+            [{"ids": 9, "in_sink": 4, "stored": 2, "attempt": 1, "last": list("abcdefg")}],
+            ShardProgress(ids=9, in_sink=4, stored=2, attempt=1, last=list("cdefg")),
+            id="full",
+        ),
+        pytest.param([{"in_sink": 3}], ShardProgress(in_sink=3), id="partial"),
+    ],
+)
+def test_heartbeat_details_are_read_back_or_ignored(
+    details: list[Any], expected: ShardProgress | None
+) -> None:
+    """The next attempt reads what the last heartbeat said, and shrugs off what it cannot."""
+    assert ShardProgress.from_details(details) == expected
+
+
+def test_flush_settings_out_of_range_are_refused(tmp_path: Path) -> None:
+    """A flush size below one or a negative flush interval is refused."""
+    client = Client("k", base_url="http://127.0.0.1:1")
+    sink = SQLiteSink(tmp_path / "r.db")
+    with pytest.raises(ValueError, match="flush_size"):
+        ShardActivities(client, sink, flush_size=0)
+    with pytest.raises(ValueError, match="flush_interval"):
+        ShardActivities(client, sink, flush_interval=-1.0)
