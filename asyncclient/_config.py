@@ -195,7 +195,8 @@ class PollPolicy:
         multiplier: growth of the delay after each poll that finds the run processing.
         max_delay: the cap of the delay.
         jitter: the fraction (0..1) of each delay that is randomised away.
-        max_in_flight: how many requests the watch has open at once.
+        max_in_flight: how many GETs the watch has open at once (a list scan, in the
+            list-assisted strategies, reads its pages one at a time beside them).
         run_timeout: seconds a run may take, from when it is added, before it is delivered with
             a :class:`WatchTimeoutError`; ``None`` for no limit.
         timeout: seconds the whole watch may take; when it passes, every run not yet delivered is

@@ -18,12 +18,14 @@ import logging
 import math
 import random
 import sys
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from types import TracebackType
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ._config import LIST_PAGE_MAX, RETRY_STATUSES, PollPolicy, validate_run_id
@@ -35,7 +37,7 @@ from ._exceptions import (
     PredevError,
     WatchTimeoutError,
 )
-from ._models import Run, RunPage
+from ._models import Run
 from ._pagination import FetchPage, _Walk
 
 if sys.version_info < (3, 11):  # pragma: no cover
@@ -151,6 +153,7 @@ class Watcher:
         self._counter = itertools.count()
         self._undelivered = 0
         self._wakeup = anyio.Event()
+        self._idle: deque[anyio.Event] = deque()
         self._task_group: anyio.abc.TaskGroup | None = None
         self._send: MemoryObjectSendStream[RunUpdate] | None = None
         self._receive: MemoryObjectReceiveStream[RunUpdate] | None = None
@@ -158,8 +161,6 @@ class Watcher:
         self._watch_deadline = math.inf
         self._fatal: PredevError | None = None
         self._active: dict[str, _Watched] = {}
-        # Every request of the watch, GETs and list pages alike, holds one of these.
-        self._limiter = anyio.CapacityLimiter(self.policy.max_in_flight)
         self._scan_wakeup = anyio.Event()
         self._scan_attempt = 0
         self._scan_total: int | None = None
@@ -264,11 +265,9 @@ class Watcher:
         task_group = anyio.create_task_group()
         await task_group.__aenter__()
         self._task_group = task_group
-        to_workers, from_dispatcher = anyio.create_memory_object_stream[_Watched](0)
-        with from_dispatcher:
-            for _ in range(self.policy.max_in_flight):
-                task_group.start_soon(self._work, from_dispatcher.clone())
-        task_group.start_soon(self._dispatch, to_workers)
+        for _ in range(self.policy.max_in_flight):
+            task_group.start_soon(self._work)
+        task_group.start_soon(self._dispatch)
         if self.policy.strategy != "per-run":
             task_group.start_soon(self._scan_loop)
         timeout = self.policy.timeout
@@ -314,38 +313,56 @@ class Watcher:
             self._undelivered -= 1
         return update
 
-    async def _dispatch(self, to_workers: MemoryObjectSendStream[_Watched]) -> None:
+    async def _dispatch(self) -> None:
+        """The timer: when the earliest run falls due, wake one idle worker to take it."""
         heap = self._heap
-        with to_workers:
-            while True:
-                if not heap:
-                    if self._wakeup.is_set():
-                        self._wakeup = anyio.Event()
+        idle = self._idle
+        while True:
+            delay: float | None = None
+            if heap and idle:
+                delay = heap[0][0] - anyio.current_time()
+                if delay <= 0:
+                    idle.popleft().set()
+                    await anyio.lowlevel.checkpoint()  # let it take the run before looking again
+                    continue
+            if self._wakeup.is_set():
+                self._wakeup = anyio.Event()
+            if delay is None:
+                await self._wakeup.wait()  # nothing to time: wait for a run or an idle worker
+            else:
+                with anyio.move_on_after(delay):
                     await self._wakeup.wait()
-                    continue
-                due, _, watched = heap[0]
-                delay = due - anyio.current_time()
-                if delay > 0:
-                    if self._wakeup.is_set():
-                        self._wakeup = anyio.Event()
-                    with anyio.move_on_after(delay):
-                        await self._wakeup.wait()
-                    continue
-                heapq.heappop(heap)
-                if not watched.delivered and due == watched.due:
-                    await to_workers.send(watched)
 
-    async def _work(self, from_dispatcher: MemoryObjectReceiveStream[_Watched]) -> None:
-        with from_dispatcher:
-            async for watched in from_dispatcher:
-                if watched.delivered or watched.in_flight:
-                    continue  # delivered or re-scheduled while it waited for a worker
-                watched.in_flight = True
-                try:
-                    async with self._limiter:
-                        await self._poll(watched)
-                finally:
-                    watched.in_flight = False
+    def _pop_due(self) -> _Watched | None:
+        heap = self._heap
+        now = anyio.current_time()
+        while heap and heap[0][0] <= now:
+            due, _, watched = heapq.heappop(heap)
+            # Stale entries: delivered, re-scheduled since, or being polled right now (the
+            # poll under way schedules it again when it ends).
+            if not watched.delivered and due == watched.due and not watched.in_flight:
+                return watched
+        return None
+
+    async def _work(self) -> None:
+        """One of ``max_in_flight`` workers: poll due runs; when none is due, wait to be woken."""
+        heap = self._heap
+        idle = self._idle
+        while True:
+            watched = self._pop_due()
+            if watched is None:
+                woken = anyio.Event()
+                idle.append(woken)
+                self._wakeup.set()  # the timer may now have a worker to hand the next run to
+                await woken.wait()
+                continue
+            if idle and heap and heap[0][0] <= anyio.current_time():
+                idle.popleft().set()  # more is due than this worker can take: wake another
+            watched.in_flight = True
+            try:
+                await self._poll(watched)
+            finally:
+                watched.in_flight = False
 
     async def _poll(self, watched: _Watched) -> None:
         self.polls += 1
@@ -484,13 +501,7 @@ class Watcher:
     async def _scan(self, started: float) -> None:
         """Read every processing run; runs seen need no GET, runs missing get a confirming one."""
         assert self._fetch_page is not None
-        fetch_page = self._fetch_page
-
-        async def fetch_page_in_limit(limit: int, skip: int, status: str | None) -> RunPage:
-            async with self._limiter:
-                return await fetch_page(limit, skip, status)
-
-        walk = _Walk(fetch_page_in_limit, status="processing", page_size=LIST_PAGE_MAX)
+        walk = _Walk(self._fetch_page, status="processing", page_size=LIST_PAGE_MAX)
         seen: dict[str, Run] = {}
         try:
             while not walk.done:

@@ -421,7 +421,8 @@ async def test_many_runs_bounded_in_flight(
             async with ticking(clock, step=1.0, every=0.01):
                 updates = await drain(client, ids, policy=policy_)
     assert_exactly_once(updates, ids)
-    assert peak == 8
+    # Eight GETs; a list scan reads its pages one at a time beside them.
+    assert peak in ((8,) if STRATEGY == "per-run" else (8, 9))
     assert in_flight == 0
     assert emulator.requests_by_route["get"] >= 2000
 
