@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from types import TracebackType
@@ -14,6 +13,7 @@ import anyio
 import anyio.abc
 import msgspec
 
+from ._concurrency import close_task_group
 from ._config import (
     API_KEY_ENV,
     BASE_URL_ENV,
@@ -42,13 +42,10 @@ from ._models import (
     run_page_decoder,
 )
 from ._pagination import RunIterator
-from ._polling import RunUpdate, Watcher, _raise_single
+from ._polling import RunUpdate, Watcher
 from ._streaming import RunStream
 from ._tasks import TaskSpec, encode_submit, validate_concurrency, validate_tasks
 from ._transport import DEFAULT_MAX_RESPONSE_BYTES, Transport
-
-if sys.version_info < (3, 11):  # pragma: no cover
-    from exceptiongroup import BaseExceptionGroup
 
 __all__ = ["Client"]
 
@@ -170,12 +167,7 @@ class Client:
         try:
             if task_group is not None:
                 # Only page prefetches run here; leaving the client stops them.
-                task_group.cancel_scope.cancel()
-                try:
-                    await task_group.__aexit__(exc_type, exc, tb)
-                except BaseExceptionGroup as group:
-                    _raise_single(group)
-                    raise
+                await close_task_group(task_group, exc_type, exc, tb)
         finally:
             await self.aclose()
 

@@ -17,7 +17,6 @@ import itertools
 import logging
 import math
 import random
-import sys
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ import anyio.abc
 import anyio.lowlevel
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from ._concurrency import close_task_group
 from ._config import LIST_PAGE_MAX, RETRY_STATUSES, PollPolicy, validate_run_id
 from ._exceptions import (
     APIConnectionError,
@@ -39,9 +39,6 @@ from ._exceptions import (
 )
 from ._models import Run
 from ._pagination import FetchPage, _Walk
-
-if sys.version_info < (3, 11):  # pragma: no cover
-    from exceptiongroup import BaseExceptionGroup
 
 __all__ = ["RunUpdate", "Watcher"]
 
@@ -285,13 +282,9 @@ class Watcher:
         task_group = self._task_group
         assert task_group is not None
         self._finished = True
-        task_group.cancel_scope.cancel()
         try:
             # Our own cancellation is absorbed here; a failure of the watch is raised below.
-            await task_group.__aexit__(exc_type, exc, tb)
-        except BaseExceptionGroup as group:
-            _raise_single(group)
-            raise
+            await close_task_group(task_group, exc_type, exc, tb)
         finally:
             if self._send is not None:
                 self._send.close()
@@ -553,23 +546,3 @@ def _is_transient(error: PredevError) -> bool:
     if isinstance(error, APIConnectionError):
         return True
     return isinstance(error, APIStatusError) and error.status in RETRY_STATUSES
-
-
-def _raise_single(group: BaseExceptionGroup[BaseException]) -> None:
-    """Re-raise the one real error of a task group, unwrapped, keeping its own cause."""
-    errors = [
-        error for error in _leaves(group) if not isinstance(error, anyio.get_cancelled_exc_class())
-    ]
-    if len(errors) == 1:
-        error = errors[0]
-        raise error from error.__cause__
-
-
-def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
-    leaves: list[BaseException] = []
-    for error in group.exceptions:
-        if isinstance(error, BaseExceptionGroup):
-            leaves.extend(_leaves(error))
-        else:
-            leaves.append(error)
-    return leaves
