@@ -20,8 +20,8 @@ de-duplicated by id), so:
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import datetime
 from typing import Any
 
 import anyio
@@ -36,14 +36,13 @@ __all__ = ["RunIterator"]
 FetchPage = Callable[[int, int, "str | None"], Awaitable[RunPage]]
 """``fetch_page(limit, skip, status) -> RunPage``."""
 
-_MIN_TIME = datetime.min
+_MIN_TIME = -math.inf
 
 
-def _created(run: Run) -> datetime:
+def _created(run: Run) -> float:
+    """The run's place in the newest-first order, as a number (cheap to compare)."""
     created = run.created_at
-    if created is None:
-        return _MIN_TIME
-    return created.replace(tzinfo=None) if created.tzinfo is not None else created
+    return created.timestamp() if created is not None else _MIN_TIME
 
 
 class _Walk:

@@ -12,6 +12,7 @@ path that ends a run (finished, error, deadline) goes through that one step.
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import itertools
 import logging
@@ -151,6 +152,9 @@ class Watcher:
         self._undelivered = 0
         self._wakeup = anyio.Event()
         self._idle: deque[anyio.Event] = deque()
+        # The event loop's clock (what anyio.current_time() reads), without the backend lookup on
+        # every call: it is read several times per poll. aiohttp runs on asyncio only.
+        self._now: Callable[[], float] = anyio.current_time
         self._task_group: anyio.abc.TaskGroup | None = None
         self._send: MemoryObjectSendStream[RunUpdate] | None = None
         self._receive: MemoryObjectReceiveStream[RunUpdate] | None = None
@@ -199,7 +203,7 @@ class Watcher:
         return self._add(ids)
 
     def _add(self, ids: list[str]) -> int:
-        now = anyio.current_time()
+        now = self._now()
         run_timeout = self.policy.run_timeout
         deadline = self._watch_deadline
         if run_timeout is not None:
@@ -259,6 +263,7 @@ class Watcher:
         self._send, self._receive = anyio.create_memory_object_stream[RunUpdate](
             self.policy.buffer_size
         )
+        self._now = asyncio.get_running_loop().time
         task_group = anyio.create_task_group()
         await task_group.__aenter__()
         self._task_group = task_group
@@ -268,7 +273,7 @@ class Watcher:
         if self.policy.strategy != "per-run":
             task_group.start_soon(self._scan_loop)
         timeout = self.policy.timeout
-        self._watch_deadline = anyio.current_time() + timeout if timeout is not None else math.inf
+        self._watch_deadline = self._now() + timeout if timeout is not None else math.inf
         self._add(self._initial)
         self._initial = []
         return self
@@ -313,7 +318,7 @@ class Watcher:
         while True:
             delay: float | None = None
             if heap and idle:
-                delay = heap[0][0] - anyio.current_time()
+                delay = heap[0][0] - self._now()
                 if delay <= 0:
                     idle.popleft().set()
                     await anyio.lowlevel.checkpoint()  # let it take the run before looking again
@@ -328,7 +333,7 @@ class Watcher:
 
     def _pop_due(self) -> _Watched | None:
         heap = self._heap
-        now = anyio.current_time()
+        now = self._now()
         while heap and heap[0][0] <= now:
             due, _, watched = heapq.heappop(heap)
             # Stale entries: delivered, re-scheduled since, or being polled right now (the
@@ -349,7 +354,7 @@ class Watcher:
                 self._wakeup.set()  # the timer may now have a worker to hand the next run to
                 await woken.wait()
                 continue
-            if idle and heap and heap[0][0] <= anyio.current_time():
+            if idle and heap and heap[0][0] <= self._now():
                 idle.popleft().set()  # more is due than this worker can take: wake another
             watched.in_flight = True
             try:
@@ -364,13 +369,13 @@ class Watcher:
             if watched.deadline == math.inf:
                 run = await self._fetch(watched)
             else:
-                with anyio.move_on_after(watched.deadline - anyio.current_time()):
+                with anyio.move_on_after(watched.deadline - self._now()):
                     run = await self._fetch(watched)
         except AuthenticationError as error:
             self._fail(error)  # the key is wrong for every run: stop the whole watch
             return
         except NotFoundError as error:
-            now = anyio.current_time()
+            now = self._now()
             if now - watched.added_at < self.policy.not_found_grace and now < watched.deadline:
                 self._reschedule(watched, now)
             else:
@@ -379,7 +384,7 @@ class Watcher:
         except PredevError as error:
             watched.failures += 1
             if _is_transient(error) and watched.failures < self.policy.max_failed_polls:
-                self._reschedule(watched, anyio.current_time())
+                self._reschedule(watched, self._now())
             else:
                 await self._deliver(watched, error=error)
             return
@@ -391,7 +396,7 @@ class Watcher:
         if run is not None and run.is_terminal:
             await self._deliver(watched, run=run)
             return
-        now = anyio.current_time()
+        now = self._now()
         if run is None or now >= watched.deadline:
             await self._deliver(
                 watched,
@@ -450,16 +455,16 @@ class Watcher:
 
     async def _scan_loop(self) -> None:
         """Decide, tick by tick, whether a list scan beats per-run GETs, and scan when it does."""
-        self._next_scan_at = anyio.current_time()
+        self._next_scan_at = self._now()
         while True:
-            delay = self._next_scan_at - anyio.current_time()
+            delay = self._next_scan_at - self._now()
             if delay > 0:
                 if self._scan_wakeup.is_set():
                     self._scan_wakeup = anyio.Event()
                 with anyio.move_on_after(delay):
                     await self._scan_wakeup.wait()
                 continue
-            now = anyio.current_time()
+            now = self._now()
             interval = self.policy.delay(self._scan_attempt, self._rand)
             self._scan_attempt += 1
             self._next_scan_at = now + interval
@@ -496,10 +501,12 @@ class Watcher:
         assert self._fetch_page is not None
         walk = _Walk(self._fetch_page, status="processing", page_size=LIST_PAGE_MAX)
         seen: dict[str, Run] = {}
+        active = self._active
         try:
             while not walk.done:
                 for row in await walk.next_batch():
-                    seen[row.id] = row
+                    if row.id in active:  # the key's other runs only cost their page
+                        seen[row.id] = row
         except AuthenticationError as error:
             self._fail(error)
             return
@@ -510,7 +517,7 @@ class Watcher:
             # GETs (see _poll).
             logger.debug("list scan failed, probing with one GET: %s", error)
             self._scan_failures += 1
-            now = anyio.current_time()
+            now = self._now()
             # Back off: a scan and a probe per tick must not outpace a healthy scan per tick.
             interval = self._next_scan_at - started
             self._next_scan_at = started + interval * 2 ** min(self._scan_failures, 4)
@@ -524,7 +531,7 @@ class Watcher:
             self.scan_requests += walk.requests
         self._scan_total = walk.total
         self._scan_failures = 0
-        now = anyio.current_time()
+        now = self._now()
         self._scan_duration = now - started
         for watched in list(self._active.values()):
             if watched.delivered or watched.added_at > started:

@@ -320,13 +320,13 @@ class Transport:
                 )
             if isinstance(error, RateLimitError):
                 # One client-wide pause: every request waits, not just this one.
-                self._resume_at = max(self._resume_at, anyio.current_time() + delay)
+                self._resume_at = max(self._resume_at, asyncio.get_running_loop().time() + delay)
             else:
                 await self._sleep(delay)
 
     async def _wait_for_pause(self) -> None:
         while True:
-            remaining = self._resume_at - anyio.current_time()
+            remaining = self._resume_at - asyncio.get_running_loop().time()
             if remaining <= 0:
                 return
             await self._sleep(remaining)
