@@ -212,16 +212,24 @@ class Watcher:
         fresh = [run_id for run_id in dict.fromkeys(ids) if run_id not in self._seen]
         first_look = now
         if self.policy.strategy != "per-run" and fresh:
-            self._scan_attempt = 0  # new runs: scans start again from the fast end
-            pending_gets = len(fresh) + sum(
-                1 for w in self._active.values() if w.natural_due <= now + self.policy.initial_delay
-            )
-            if self._scan_is_cheaper(pending_gets):
-                # A scan is about to happen: new runs wait for it instead of a GET each.
-                self._scanning = True
-                first_look = now + self._scan_grace()
-            self._next_scan_at = now
-            self._scan_wakeup.set()
+            if self._scanning:
+                # Scans are under way: the next one takes the new runs in (one missing from it
+                # gets its confirming GET). Scanning again for every add() would read the whole
+                # list per submitted run.
+                first_look = self._parked_until(now)
+            else:
+                pending_gets = len(fresh) + sum(
+                    1
+                    for w in self._active.values()
+                    if w.natural_due <= now + self.policy.initial_delay
+                )
+                if self._scan_is_cheaper(pending_gets):
+                    # A scan starts now: new runs wait for it instead of a GET each.
+                    self._scanning = True
+                    self._scan_attempt = 0
+                    first_look = now + self._scan_grace()
+                self._next_scan_at = now
+                self._scan_wakeup.set()
         for run_id in fresh:
             if run_id in self._seen:
                 continue
