@@ -45,6 +45,9 @@ __all__ = ["RunUpdate", "Watcher"]
 
 logger = logging.getLogger("asyncclient")
 
+_PARKED = math.inf
+"""The due time of a run that list scans are watching: only a scan (or its deadline) moves it."""
+
 
 FetchRun = Callable[[str, bool], Awaitable[Run]]
 """``fetch_run(run_id, include_events) -> Run``."""
@@ -167,7 +170,6 @@ class Watcher:
         self._scan_total: int | None = None
         self._next_scan_at = math.inf
         self._scanning = False
-        self._scan_duration: float | None = None
         self._scan_failures = 0
         self.polls = 0
         self.scans = 0
@@ -216,7 +218,7 @@ class Watcher:
                 # Scans are under way: the next one takes the new runs in (one missing from it
                 # gets its confirming GET). Scanning again for every add() would read the whole
                 # list per submitted run.
-                first_look = self._parked_until(now)
+                first_look = _PARKED
             else:
                 pending_gets = len(fresh) + sum(
                     1
@@ -227,7 +229,7 @@ class Watcher:
                     # A scan starts now: new runs wait for it instead of a GET each.
                     self._scanning = True
                     self._scan_attempt = 0
-                    first_look = now + self._scan_grace()
+                    first_look = _PARKED
                 self._next_scan_at = now
                 self._scan_wakeup.set()
         for run_id in fresh:
@@ -246,18 +248,6 @@ class Watcher:
     def _scan_pages(self) -> int:
         known = self._scan_total if self._scan_total is not None else len(self._active)
         return max(1, -(-known // LIST_PAGE_MAX))
-
-    def _parked_until(self, now: float) -> float:
-        # Past the next scan by a whole scan interval: a slow or failing scan (retries during an
-        # outage) must not let parked runs fall due for GETs in the meantime.
-        interval = self.policy.delay(self._scan_attempt, lambda: 0.0)
-        return max(self._next_scan_at, now) + max(self._scan_grace(), interval)
-
-    def _scan_grace(self) -> float:
-        # Long enough for the next scan to read its pages and come back.
-        if self._scan_duration is not None:
-            return max(self.policy.initial_delay, 2.0 * self._scan_duration)
-        return self.policy.initial_delay + 0.005 * self._scan_pages()
 
     def _schedule(self, watched: _Watched, due: float) -> None:
         watched.due = due
@@ -444,8 +434,9 @@ class Watcher:
         watched.natural_due = natural
         due = natural
         if self._scanning:
-            # Scans are watching it: no GET unless a scan misses it or scans stop.
-            due = max(natural, self._parked_until(now))
+            # Scans are watching it: no GET until a scan misses it, a scan fails, or scans stop
+            # (each of those schedules it again). Only its deadline still wakes it.
+            due = _PARKED
         self._schedule(watched, min(due, watched.deadline))
 
     async def _deliver(
@@ -493,11 +484,10 @@ class Watcher:
             return True
         return self._scan_pages() < due_gets
 
-    def _postpone_all(self, now: float) -> None:
-        after_next_scan = self._parked_until(now)
+    def _park_all(self) -> None:
         for watched in self._active.values():
-            if watched.due < after_next_scan and not watched.in_flight and not watched.confirm:
-                self._schedule(watched, min(after_next_scan, watched.deadline))
+            if watched.due != _PARKED and not watched.in_flight and not watched.confirm:
+                self._schedule(watched, min(_PARKED, watched.deadline))
 
     def _release_postponed(self) -> None:
         for watched in self._active.values():
@@ -529,7 +519,7 @@ class Watcher:
             # Back off: a scan and a probe per tick must not outpace a healthy scan per tick.
             interval = self._next_scan_at - started
             self._next_scan_at = started + interval * 2 ** min(self._scan_failures, 4)
-            self._postpone_all(now)
+            self._park_all()
             probe = next((w for w in self._active.values() if not w.in_flight), None)
             if probe is not None:
                 self._schedule(probe, now)
@@ -540,7 +530,6 @@ class Watcher:
         self._scan_total = walk.total
         self._scan_failures = 0
         now = self._now()
-        self._scan_duration = now - started
         for watched in list(self._active.values()):
             if watched.delivered or watched.added_at > started:
                 continue  # added during the scan: it may not be listed yet
