@@ -45,6 +45,9 @@ __all__ = ["RunUpdate", "Watcher"]
 
 logger = logging.getLogger("asyncclient")
 
+SCAN_FAILURES_BEFORE_GETS = 3
+"""Failed list scans in a row, while GETs work, before a watch polls runs one by one."""
+
 _PARKED = math.inf
 """The due time of a run that list scans are watching: only a scan (or its deadline) moves it."""
 
@@ -120,6 +123,7 @@ class Watcher:
         policy: the polling policy in force.
         polls: how many polls (GETs) the watch has made.
         scans: how many list scans the watch has made (list-assisted strategies).
+        scan_failures: how many of them failed (their runs were polled by GET meanwhile).
         scan_requests: how many list pages those scans read.
     """
 
@@ -173,6 +177,7 @@ class Watcher:
         self._scan_failures = 0
         self.polls = 0
         self.scans = 0
+        self.scan_failures = 0
         self.scan_requests = 0
 
     def __repr__(self) -> str:
@@ -387,7 +392,7 @@ class Watcher:
                 await self._deliver(watched, error=error)
             return
         watched.failures = 0
-        if self._scan_failures and self._scanning:
+        if self._scan_failures >= SCAN_FAILURES_BEFORE_GETS and self._scanning:
             # GETs work while list scans fail: poll runs one by one until a scan works again.
             self._scanning = False
             self._release_postponed()
@@ -515,6 +520,7 @@ class Watcher:
             # GETs (see _poll).
             logger.debug("list scan failed, probing with one GET: %s", error)
             self._scan_failures += 1
+            self.scan_failures += 1
             now = self._now()
             # Back off: a scan and a probe per tick must not outpace a healthy scan per tick.
             interval = self._next_scan_at - started
