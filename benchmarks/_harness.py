@@ -31,6 +31,7 @@ HERE = Path(__file__).resolve().parent
 API_KEY = "bench-key"
 OTHER_KEY = "bench-key-2"
 THIRD_KEY = "bench-key-3"
+FOURTH_KEY = "bench-key-4"
 """More accounts: their runs never show in the first key's lists (and list scans)."""
 # The CPUs this benchmark may use, as first seen, handed down to child processes (which start
 # already pinned to the client's CPU and would otherwise see only that one).
@@ -118,6 +119,8 @@ class Server:
             OTHER_KEY,
             "--api-key",
             THIRD_KEY,
+            "--api-key",
+            FOURTH_KEY,
             "--speed",
             repr(self._speed),
             "--seed",

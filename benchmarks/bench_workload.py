@@ -40,6 +40,7 @@ import aiohttp
 import anyio
 from _harness import (
     API_KEY,
+    FOURTH_KEY,
     OTHER_KEY,
     THIRD_KEY,
     Meter,
@@ -129,6 +130,7 @@ def contenders() -> list[tuple[str, str, str | None]]:
         ("ours", API_KEY, "default" if has_strategies else "per-run")
     ]
     if has_strategies:
+        listed.append(("ours, list", FOURTH_KEY, "list"))
         listed.append(("ours, per-run", THIRD_KEY, "per-run"))
     listed.append(("docs", OTHER_KEY, None))
     return listed
@@ -185,11 +187,13 @@ async def one_rep(
         clients: list[Client] = []
         for tally in tallies[:-1]:
             options: dict[str, Any] = {"initial_delay": 1.0 / speed, "max_delay": 15.0 / speed}
-            policy = (
-                per_run_policy(**options)
-                if strategies[tally.name] == "per-run"
-                else PollPolicy(**options)
-            )
+            strategy = strategies[tally.name]
+            if strategy == "per-run":
+                policy = per_run_policy(**options)
+            elif strategy == "list":
+                policy = PollPolicy(strategy="list", **options)
+            else:
+                policy = PollPolicy(**options)
             client = await stack.enter_async_context(Client(tally.key, base_url=server.base_url))
             watcher = await stack.enter_async_context(client.watch([], policy=policy))
             watchers.append(watcher)
@@ -284,6 +288,7 @@ def main() -> None:
     docs = "docs"
     labels = {
         "ours": "ours: watch, default policy (scaled)",
+        "ours, list": "ours: watch, strategy='list' (scaled)",
         "ours, per-run": "ours: watch, strategy='per-run' (scaled)",
         "docs": "docs' 5 s loop (scaled)",
     }
