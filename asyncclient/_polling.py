@@ -1,10 +1,12 @@
 """The fan-out poller behind :meth:`Client.watch` and :meth:`Client.wait`.
 
 One scheduler, not one sleeping task per run: every watched run is a small record in a heap keyed
-by when it is next due. A dispatcher hands due runs to a fixed pool of workers (the in-flight
-limit) through a zero-buffer stream, and workers send updates into a bounded stream the consumer
-reads. A slow consumer therefore blocks the workers, which block the dispatcher: nothing is
-dropped and memory stays bounded. The watch owns one task group; leaving it cancels everything.
+by when it is next due. A fixed pool of workers (the in-flight limit) takes due runs straight from
+the heap; when none is due they wait, and a timer task wakes one of them when the earliest run
+falls due. Workers send updates into a bounded stream the consumer reads, so a slow consumer
+blocks the workers: nothing is dropped and memory stays bounded. With list-assisted strategies a
+scanner task reads the ``processing`` list, and the runs it sees stay parked in the heap until a
+scan misses them. The watch owns one task group; leaving it cancels everything.
 
 Exactly once: a run's record is marked delivered before its terminal update is sent, and every
 path that ends a run (finished, error, deadline) goes through that one step.
