@@ -14,6 +14,7 @@ from typing import Any
 
 import msgspec
 import pytest
+from _support import serve_handler
 from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -557,17 +558,8 @@ async def echo() -> AsyncIterator[tuple[str, list[bytes]]]:
     async def answer(request: web.Request) -> web.Response:
         return web.Response(body=bodies[-1], content_type="application/json")
 
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", answer)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = runner.addresses[0][:2]
-        yield f"http://{host}:{port}", bodies
-    finally:
-        await runner.cleanup()
+    async with serve_handler(answer) as base_url:
+        yield base_url, bodies
 
 
 @FUZZ

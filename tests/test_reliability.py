@@ -20,12 +20,13 @@ import traceback
 import tracemalloc
 import warnings
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import aiohttp
 import anyio
 import pytest
+from _support import serve_handler
 from aiohttp import web
 
 from asyncclient import (
@@ -102,24 +103,6 @@ async def ticking(clock: ManualClock, step: float, every: float) -> AsyncIterato
         task_group.start_soon(tick)
         yield
         task_group.cancel_scope.cancel()
-
-
-@asynccontextmanager
-async def tiny_server(
-    handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
-) -> AsyncIterator[str]:
-    """One handler for every path on a free loopback port; yields its base URL."""
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handler)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = runner.addresses[0][:2]
-        yield f"http://{host}:{port}"
-    finally:
-        await runner.cleanup()
 
 
 def logical_requests(watcher: Watcher) -> int:
@@ -536,7 +519,7 @@ async def test_oversized_body_is_refused_without_being_read(declared: bool) -> N
             finished.set()
         return response
 
-    async with tiny_server(huge) as base_url:
+    async with serve_handler(huge) as base_url:
         tracemalloc.start()
         try:
             async with Client(
@@ -962,7 +945,7 @@ async def test_redirect_to_another_origin_gets_no_request(
         stolen.append(request.headers.get("Authorization"))
         return web.json_response({"batches": [], "total": 0, "hasMore": False})
 
-    async with tiny_server(thief) as elsewhere:
+    async with serve_handler(thief) as elsewhere:
 
         def redirect(route: str, request: web.Request) -> None:
             raise REDIRECTS[status](f"{elsewhere}{request.path_qs}")

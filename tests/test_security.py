@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 import socket
 import traceback
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator
 
 import pytest
+from _support import serve_handler
 from aiohttp import web
 
 from asyncclient import (
@@ -61,24 +61,6 @@ def assert_error_is_clean(error: BaseException) -> None:
         assert_no_secret(repr(seen.args))
         assert_no_secret(repr(vars(seen)))
         seen = seen.__cause__ or seen.__context__
-
-
-@asynccontextmanager
-async def tiny_server(
-    handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
-) -> AsyncIterator[str]:
-    """Serve one handler for every path on a free loopback port; yields the base URL."""
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handler)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = runner.addresses[0][:2]
-        yield f"http://{host}:{port}"
-    finally:
-        await runner.cleanup()
 
 
 # -- reprs and errors ---------------------------------------------------------------------------
@@ -221,13 +203,16 @@ async def test_redirect_is_not_followed(status: int) -> None:
         stolen.append(request)
         return web.json_response({"id": RUN_ID})
 
-    async with tiny_server(steal) as thief:
+    async with serve_handler(steal) as thief:
 
         async def redirect(request: web.Request) -> web.Response:
             redirects.append(request)
             return web.Response(status=status, headers={"Location": f"{thief}/steal"})
 
-        async with tiny_server(redirect) as origin, Client(KEY, base_url=origin, retry=FAST) as api:
+        async with (
+            serve_handler(redirect) as origin,
+            Client(KEY, base_url=origin, retry=FAST) as api,
+        ):
             with pytest.raises(APIStatusError) as info:
                 await api.get_run(RUN_ID)
     assert type(info.value) is APIStatusError

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import anyio
 import msgspec
 import pytest
+from _support import serve_handler
 from aiohttp import web
 from conftest import FAST_RETRY
 
@@ -248,18 +249,9 @@ class SSEServer:
 async def sse_server() -> AsyncIterator[SSEServer]:
     """A scripted SSE server on a free loopback port."""
     server = SSEServer()
-    app = web.Application()
-    app.router.add_route("POST", "/browser-agent", server.handle)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = runner.addresses[0][:2]
-        server.base_url = f"http://{host}:{port}"
+    async with serve_handler(server.handle, method="POST") as base_url:
+        server.base_url = base_url
         yield server
-    finally:
-        await runner.cleanup()
 
 
 def frame(event: str, data: object, *, line_end: bytes = b"\n") -> bytes:

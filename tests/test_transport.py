@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import aiohttp
 import anyio
 import pytest
+from _support import serve_handler
 from aiohttp import web
 from multidict import CIMultiDict
 
@@ -104,18 +105,9 @@ class ScriptedServer:
 async def scripted() -> AsyncIterator[ScriptedServer]:
     """A scripted server on a free loopback port, stopped after the test."""
     server = ScriptedServer()
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", server.handle)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = runner.addresses[0][:2]
-        server.base_url = f"http://{host}:{port}"
+    async with serve_handler(server.handle) as base_url:
+        server.base_url = base_url
         yield server
-    finally:
-        await runner.cleanup()
 
 
 def client_for(server: ScriptedServer, **kwargs: object) -> Client:
