@@ -5,7 +5,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
+import anyio
 from aiohttp import web
+
+from asyncclient.testing import ManualClock
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -24,3 +27,18 @@ async def serve_handler(handler: Handler, *, method: str = "*") -> AsyncIterator
         yield f"http://{host}:{port}"
     finally:
         await runner.cleanup()
+
+
+@asynccontextmanager
+async def ticking(clock: ManualClock, *, step: float, every: float) -> AsyncIterator[None]:
+    """Move the emulator's clock forward by ``step`` every ``every`` real seconds."""
+    async with anyio.create_task_group() as task_group:
+
+        async def tick() -> None:
+            while True:
+                await anyio.sleep(every)
+                clock.advance(step)
+
+        task_group.start_soon(tick)
+        yield
+        task_group.cancel_scope.cancel()

@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Iterator
 from typing import Any, cast
 
 import aiohttp
 import anyio
 import pytest
+from _support import ticking
 from aiohttp import web
 
 from asyncclient import (
@@ -55,23 +55,6 @@ def policy(**kwargs: Any) -> PollPolicy:
 
 MISSING_ID = "0123456789abcdef01234567"
 JSON = "application/json"
-
-
-@asynccontextmanager
-async def ticking(
-    clock: ManualClock, step: float = 1.0, every: float = 0.002
-) -> AsyncIterator[None]:
-    """Move the emulator's clock forward by ``step`` every ``every`` real seconds."""
-    async with anyio.create_task_group() as task_group:
-
-        async def tick() -> None:
-            while True:
-                await anyio.sleep(every)
-                clock.advance(step)
-
-        task_group.start_soon(tick)
-        yield
-        task_group.cancel_scope.cancel()
 
 
 async def drain(client: Client, ids: list[str], **kwargs: object) -> list[RunUpdate]:
@@ -359,7 +342,7 @@ async def test_wait_returns_the_finished_run(
 ) -> None:
     """``wait`` returns the run once it is terminal."""
     run_id = emulator.create_run(durations=[3.0])
-    async with ticking(clock):
+    async with ticking(clock, step=1.0, every=0.002):
         run = await client.wait(run_id, timeout=5, policy=policy())
     assert run.id == run_id and run.is_terminal
 

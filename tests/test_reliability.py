@@ -21,12 +21,11 @@ import tracemalloc
 import warnings
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 
 import aiohttp
 import anyio
 import pytest
-from _support import serve_handler
+from _support import serve_handler, ticking
 from aiohttp import web
 
 from asyncclient import (
@@ -88,21 +87,6 @@ async def server(emulator: Emulator) -> AsyncIterator[EmulatorServer]:
     """The emulator on loopback."""
     async with serve(emulator) as running:
         yield running
-
-
-@asynccontextmanager
-async def ticking(clock: ManualClock, step: float, every: float) -> AsyncIterator[None]:
-    """Move the emulator's clock by ``step`` every ``every`` real seconds, in the background."""
-    async with anyio.create_task_group() as task_group:
-
-        async def tick() -> None:
-            while True:
-                await anyio.sleep(every)
-                clock.advance(step)
-
-        task_group.start_soon(tick)
-        yield
-        task_group.cancel_scope.cancel()
 
 
 def logical_requests(watcher: Watcher) -> int:

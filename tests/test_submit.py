@@ -11,6 +11,7 @@ import aiohttp
 import anyio
 import msgspec
 import pytest
+from _support import ticking
 from aiohttp import web
 from conftest import FAST_POLL
 
@@ -85,23 +86,6 @@ def seen(emulator: Emulator) -> list[tuple[str, web.Request]]:
 def durations(emulator: Emulator) -> None:
     """Submitted task ``i`` succeeds after ``i + 1`` seconds on its browser."""
     emulator.plan_task = lambda index, task: float(index + 1)
-
-
-@asynccontextmanager
-async def ticking(
-    clock: ManualClock, step: float = 0.5, every: float = 0.003
-) -> AsyncIterator[None]:
-    """Move the emulator's clock forward by ``step`` every ``every`` real seconds."""
-    async with anyio.create_task_group() as task_group:
-
-        async def tick() -> None:
-            while True:
-                await anyio.sleep(every)
-                clock.advance(step)
-
-        task_group.start_soon(tick)
-        yield
-        task_group.cancel_scope.cancel()
 
 
 async def until(condition: Any, seconds: float = 2.0) -> None:
@@ -318,7 +302,7 @@ async def test_run_submits_then_polls(
     durations: None,
 ) -> None:
     """``run`` submits in async mode and waits with the poller, not on an open connection."""
-    async with ticking(clock):
+    async with ticking(clock, step=0.5, every=0.003):
         run = await routed.run(tasks(3), concurrency=2, include_events=True)
     assert run.status == RunStatus.COMPLETED
     assert run.completed == run.total == 3
