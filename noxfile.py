@@ -1,35 +1,62 @@
-"""One nox session per job: tests, lint, typecheck, bench, demo."""
+"""One nox session per job: tests, lowest, lint, typecheck, package, temporal, bench, demo."""
 
 from __future__ import annotations
 
+import pathlib
+import tempfile
+
 import nox
 
-nox.options.sessions = ["tests", "lint", "typecheck"]
+PYPROJECT = nox.project.load_toml("pyproject.toml")
+# Every Python the package claims, read from its classifiers: one list, in one place.
+PYTHONS = nox.project.python_versions(PYPROJECT)
+# The one version that measures coverage; the others run the plain suite (it is faster).
+COVERAGE_PYTHON = "3.11"
+LOWEST_PYTHON = PYTHONS[0]
+
+nox.needs_version = ">=2025.5.1"
+nox.options.sessions = ["tests", "lowest", "lint", "typecheck", "package"]
 nox.options.reuse_existing_virtualenvs = True
-nox.options.error_on_missing_interpreters = False
+# A claimed Python that is missing fails the run: never download one, never skip it.
+nox.options.download_python = "never"
+nox.options.error_on_missing_interpreters = True
+nox.options.default_venv_backend = "uv|virtualenv"
 
 # The baselines the benchmarks compare against.
 BENCH_DEPENDENCIES = ("orjson", "pydantic>=2", "requests", "psutil")
 
 
-@nox.session
+@nox.session(python=PYTHONS)
 def tests(session: nox.Session) -> None:
-    """Run the test suite against the emulator on loopback, with branch coverage."""
+    """The suite against the emulator on loopback; branch coverage on one Python."""
     session.install("-e", ".[test,cli]")
+    pytest_args = ("-m", "pytest", "--ignore=tests/temporal", *session.posargs)
+    if session.python != COVERAGE_PYTHON:
+        session.run("python", *pytest_args)
+        return
     session.run("coverage", "erase")
-    session.run("coverage", "run", "-m", "pytest", "--ignore=tests/temporal", *session.posargs)
+    session.run("coverage", "run", *pytest_args)
     session.run("coverage", "combine", "--quiet")
     session.run("coverage", "report", "--fail-under=90")
 
 
-@nox.session
+@nox.session(python=LOWEST_PYTHON, venv_backend="uv")
+def lowest(session: nox.Session) -> None:
+    """The suite on the lowest Python with the lowest versions the dependency floors admit."""
+    session.install("--resolution", "lowest-direct", "-e", ".[test,cli]")
+    # What was resolved, in the log: the floors are the versions this run proves.
+    session.run("uv", "pip", "list", "--python", f"{session.bin}/python", external=True)
+    session.run("python", "-m", "pytest", "--ignore=tests/temporal", *session.posargs)
+
+
+@nox.session(python=COVERAGE_PYTHON)
 def temporal(session: nox.Session) -> None:
     """The Temporal extra against a real Temporal dev server, PostgreSQL and emulator processes."""
     session.install("-e", ".[test,temporal]")
     session.run("pytest", "tests/temporal", *session.posargs)
 
 
-@nox.session
+@nox.session(python=COVERAGE_PYTHON)
 def lint(session: nox.Session) -> None:
     """ruff check and ruff format --check."""
     session.install("ruff>=0.8")
@@ -37,7 +64,7 @@ def lint(session: nox.Session) -> None:
     session.run("ruff", "format", "--check", ".")
 
 
-@nox.session
+@nox.session(python=COVERAGE_PYTHON)
 def typecheck(session: nox.Session) -> None:
     """mypy --strict over the package, the tests and the benchmarks."""
     # The temporal extra too: asyncclient.temporal and its tests are checked against the real
@@ -55,14 +82,34 @@ def typecheck(session: nox.Session) -> None:
     session.run("mypy")
 
 
-@nox.session
+@nox.session(python=COVERAGE_PYTHON)
+def package(session: nox.Session) -> None:
+    """Build the sdist and wheel, check them, and smoke-test the wheel with no extras."""
+    session.install("build>=1.2", "twine>=6.1")
+    with tempfile.TemporaryDirectory() as scratch:
+        dist = pathlib.Path(scratch) / "dist"
+        session.run("python", "-m", "build", "--outdir", str(dist))
+        built = sorted(str(path) for path in dist.iterdir())
+        session.run("twine", "check", "--strict", *built)
+        wheel = next(path for path in built if path.endswith(".whl"))
+        # A fresh venv as a user gets it: the wheel alone, no extras (so no rich), no repo on
+        # the path (run from the scratch directory).
+        venv = pathlib.Path(scratch) / "venv"
+        session.run("uv", "venv", "--quiet", "--python", session.python, str(venv), external=True)
+        python = str(venv / "bin" / "python")
+        session.run("uv", "pip", "install", "--quiet", "--python", python, wheel, external=True)
+        with session.chdir(scratch):
+            session.run(python, str(session.invoked_from) + "/tests/smoke_wheel.py", external=True)
+
+
+@nox.session(python=COVERAGE_PYTHON)
 def bench(session: nox.Session) -> None:
     """Standalone benchmarks; pass -- --quick for the short run."""
     session.install("-e", ".", *BENCH_DEPENDENCIES)
     session.run("python", "benchmarks/run_all.py", *session.posargs)
 
 
-@nox.session
+@nox.session(python=COVERAGE_PYTHON)
 def demo(session: nox.Session) -> None:
     """Start the embedded emulator and watch a few hundred runs with the real client."""
     session.install("-e", ".[cli]")

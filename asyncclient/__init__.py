@@ -19,8 +19,6 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
 from ._client import Client
 from ._config import PollPolicy, RetryPolicy
 from ._exceptions import (
@@ -55,6 +53,7 @@ from ._pagination import RunIterator
 from ._polling import RunUpdate, Watcher
 from ._streaming import RunStream
 from ._tasks import TaskSpec
+from ._version import __version__
 
 __all__ = [
     "APIConnectionError",

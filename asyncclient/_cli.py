@@ -46,7 +46,6 @@ from typing import IO, TYPE_CHECKING, Any
 import anyio
 import msgspec
 
-from . import __version__
 from ._client import Client
 from ._config import (
     API_KEY_ENV,
@@ -66,6 +65,7 @@ from ._exceptions import (
 from ._models import CREDIT_USD, Run, RunnerEvent, TaskResult
 from ._polling import RunUpdate
 from ._tasks import TaskSpec
+from ._version import __version__
 from .testing import TaskPlan
 
 if TYPE_CHECKING:

@@ -312,13 +312,20 @@ def validate_api_key(api_key: object) -> str:
 
 
 def is_loopback_host(host: str) -> bool:
-    """True for ``localhost``, ``127.0.0.0/8`` and ``::1`` (exactly; not ``localhost.evil.com``)."""
+    """True for ``localhost``, ``127.0.0.0/8`` and ``::1`` (exactly; not ``localhost.evil.com``).
+
+    An IPv4-mapped IPv6 address (``::ffff:127.0.0.1``) is judged by its IPv4 address, so the
+    answer is the same on every Python (3.13 changed ``is_loopback`` for those addresses).
+    """
     if host.lower() in ("localhost", "localhost."):
         return True
     try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
+        address = ipaddress.ip_address(host.strip("[]"))
     except ValueError:
         return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback
 
 
 def validate_base_url(base_url: object) -> URL:

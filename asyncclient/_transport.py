@@ -26,7 +26,6 @@ import anyio
 import msgspec
 from yarl import URL
 
-from . import __version__
 from ._config import RETRY_STATUSES, RetryPolicy
 from ._exceptions import (
     APIConnectionError,
@@ -37,6 +36,7 @@ from ._exceptions import (
     ResponseDecodeError,
     _status_error_class,
 )
+from ._version import __version__
 
 logger = logging.getLogger("asyncclient")
 

@@ -210,6 +210,7 @@ def test_bad_key_from_environment_is_refused(monkeypatch: pytest.MonkeyPatch) ->
         pytest.param("http://localhost.evil.com", id="localhost-prefix"),
         pytest.param("http://127.0.0.1.evil.com", id="loopback-prefix"),
         pytest.param("http://10.0.0.1", id="private-ip"),
+        pytest.param("http://[::ffff:10.0.0.1]", id="ipv4-mapped-private-ip"),
         pytest.param("https://user:pass@api.pre.dev", id="credentials"),
         pytest.param("https://user@api.pre.dev", id="user-only"),
         pytest.param("ftp://x", id="ftp"),
@@ -248,6 +249,13 @@ def test_client_refuses_bad_base_url(base_url: Any) -> None:
 def test_client_accepts_good_base_url(base_url: str, expected: str) -> None:
     """https:// origins and http:// loopback origins are accepted; a trailing slash is dropped."""
     assert Client(KEY, base_url=base_url).base_url == expected
+
+
+def test_ipv4_mapped_loopback_is_loopback_on_every_python() -> None:
+    """``http://[::ffff:7f00:1]`` is loopback however the running Python spells it."""
+    accepted = Client(KEY, base_url="http://[::ffff:7f00:1]:9").base_url
+    # 3.13 writes the host as ::ffff:127.0.0.1, older releases keep ::ffff:7f00:1.
+    assert accepted in ("http://[::ffff:7f00:1]:9", "http://[::ffff:127.0.0.1]:9")
 
 
 @pytest.mark.parametrize(

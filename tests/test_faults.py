@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
@@ -221,7 +222,8 @@ async def test_stall_answers_late_and_gives_up_when_the_client_does(
 
     server.emulator.faults.add(Fault("stall", delay=30.0, times=1))
     started = time.monotonic()
-    with pytest.raises(TimeoutError):
+    # aiohttp raises asyncio.TimeoutError, which is the builtin TimeoutError only from 3.11.
+    with pytest.raises(asyncio.TimeoutError):
         async with http.get(
             run_url(server), headers=AUTH, timeout=aiohttp.ClientTimeout(total=0.05)
         ):
