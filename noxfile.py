@@ -10,7 +10,8 @@ import nox
 PYPROJECT = nox.project.load_toml("pyproject.toml")
 # Every Python the package claims, read from its classifiers: one list, in one place.
 PYTHONS = nox.project.python_versions(PYPROJECT)
-# The one version that measures coverage; the others run the plain suite (it is faster).
+# The one version that measures coverage; the others run the plain suite (it is faster). The
+# sessions that are not about a Python version run on the Python that runs nox.
 COVERAGE_PYTHON = "3.11"
 LOWEST_PYTHON = PYTHONS[0]
 
@@ -21,6 +22,13 @@ nox.options.reuse_existing_virtualenvs = True
 nox.options.download_python = "never"
 nox.options.error_on_missing_interpreters = True
 nox.options.default_venv_backend = "uv|virtualenv"
+
+# Prints the versions a session resolved for our direct dependencies.
+SHOW_VERSIONS = (
+    "import importlib.metadata as m; "
+    "print(*(f'{d}=={m.version(d)}' for d in "
+    "('aiohttp', 'msgspec', 'anyio', 'backoff', 'rich', 'pytest', 'hypothesis')))"
+)
 
 # The baselines the benchmarks compare against.
 BENCH_DEPENDENCIES = ("orjson", "pydantic>=2", "requests", "psutil")
@@ -45,18 +53,18 @@ def lowest(session: nox.Session) -> None:
     """The suite on the lowest Python with the lowest versions the dependency floors admit."""
     session.install("--resolution", "lowest-direct", "-e", ".[test,cli]")
     # What was resolved, in the log: the floors are the versions this run proves.
-    session.run("uv", "pip", "list", "--python", f"{session.bin}/python", external=True)
+    session.run("python", "-c", SHOW_VERSIONS)
     session.run("python", "-m", "pytest", "--ignore=tests/temporal", *session.posargs)
 
 
-@nox.session(python=COVERAGE_PYTHON)
+@nox.session
 def temporal(session: nox.Session) -> None:
     """The Temporal extra against a real Temporal dev server, PostgreSQL and emulator processes."""
     session.install("-e", ".[test,temporal]")
     session.run("pytest", "tests/temporal", *session.posargs)
 
 
-@nox.session(python=COVERAGE_PYTHON)
+@nox.session
 def lint(session: nox.Session) -> None:
     """ruff check and ruff format --check."""
     session.install("ruff>=0.8")
@@ -64,7 +72,7 @@ def lint(session: nox.Session) -> None:
     session.run("ruff", "format", "--check", ".")
 
 
-@nox.session(python=COVERAGE_PYTHON)
+@nox.session
 def typecheck(session: nox.Session) -> None:
     """mypy --strict over the package, the tests and the benchmarks."""
     # The temporal extra too: asyncclient.temporal and its tests are checked against the real
@@ -82,10 +90,11 @@ def typecheck(session: nox.Session) -> None:
     session.run("mypy")
 
 
-@nox.session(python=COVERAGE_PYTHON)
+@nox.session
 def package(session: nox.Session) -> None:
     """Build the sdist and wheel, check them, and smoke-test the wheel with no extras."""
-    session.install("build>=1.2", "twine>=6.1")
+    # uv here too (not only nox's), so the smoke venv is made without relying on PATH.
+    session.install("build>=1.2", "twine>=6.1", "uv>=0.5")
     with tempfile.TemporaryDirectory() as scratch:
         dist = pathlib.Path(scratch) / "dist"
         session.run("python", "-m", "build", "--outdir", str(dist))
@@ -95,21 +104,22 @@ def package(session: nox.Session) -> None:
         # A fresh venv as a user gets it: the wheel alone, no extras (so no rich), no repo on
         # the path (run from the scratch directory).
         venv = pathlib.Path(scratch) / "venv"
-        session.run("uv", "venv", "--quiet", "--python", session.python, str(venv), external=True)
+        python_of_session = f"{session.bin}/python"
+        session.run("uv", "venv", "--quiet", "--python", python_of_session, str(venv))
         python = str(venv / "bin" / "python")
-        session.run("uv", "pip", "install", "--quiet", "--python", python, wheel, external=True)
+        session.run("uv", "pip", "install", "--quiet", "--python", python, wheel)
         with session.chdir(scratch):
             session.run(python, str(session.invoked_from) + "/tests/smoke_wheel.py", external=True)
 
 
-@nox.session(python=COVERAGE_PYTHON)
+@nox.session
 def bench(session: nox.Session) -> None:
     """Standalone benchmarks; pass -- --quick for the short run."""
     session.install("-e", ".", *BENCH_DEPENDENCIES)
     session.run("python", "benchmarks/run_all.py", *session.posargs)
 
 
-@nox.session(python=COVERAGE_PYTHON)
+@nox.session
 def demo(session: nox.Session) -> None:
     """Start the embedded emulator and watch a few hundred runs with the real client."""
     session.install("-e", ".[cli]")
