@@ -521,14 +521,20 @@ def encode(document: Any) -> bytes:
 
 
 def exercise(run: Run) -> None:
-    """Touch every derived property: none may fail on a model that decoded."""
-    assert isinstance(run.is_terminal, bool) and run.is_processing is not run.is_terminal
-    for task in run.tasks:
-        assert isinstance(task.succeeded, bool) and isinstance(task.failed, bool)
-    assert len(run.succeeded_tasks) + len(run.failed_tasks) + len(run.pending_tasks) <= len(
-        run.tasks
-    )
-    assert isinstance(run.cost_usd, float)
+    """Every derived property agrees with the fields it comes from, on any model that decoded."""
+    assert run.is_terminal == (run.status in ("completed", "failed"))
+    assert run.is_processing == (not run.is_terminal)
+    present = [task for task in run.results if task is not None]
+    assert run.tasks == present
+    # Each present task is in exactly one of the three groups.
+    groups = (run.succeeded_tasks, run.failed_tasks, run.pending_tasks)
+    assert sum(len(group) for group in groups) == len(present)
+    for task in present:
+        assert [task in group for group in groups].count(True) >= 1
+        assert task.succeeded == (task.status == "SUCCESS")
+        assert task.is_pending == (task.status == "PENDING")
+    if math.isfinite(run.total_credits_used):
+        assert math.isclose(run.cost_usd, run.total_credits_used * 0.10, abs_tol=1e-6)
     for _, event in run.events():
         event.data  # noqa: B018 - decoding the raw data must work
 
@@ -536,12 +542,13 @@ def exercise(run: Run) -> None:
 @QUICK
 @given(document=documents)
 def test_run_decoder_returns_a_run_or_a_decode_error(document: Any) -> None:
-    """Any JSON decodes to a Run or raises msgspec's DecodeError / ValidationError, nothing else."""
+    """Any JSON decodes to a Run (that round-trips) or raises DecodeError / ValidationError only."""
     try:
         run = run_decoder.decode(encode(document))
     except (msgspec.DecodeError, msgspec.ValidationError):
         return
-    assert isinstance(run, Run)
+    # What decoded encodes back to a document that decodes to the same Run.
+    assert run_decoder.decode(msgspec.json.encode(run)) == run
     exercise(run)
 
 

@@ -24,7 +24,6 @@ from asyncclient import (
     PaymentRequiredError,
     RateLimitError,
     ResponseDecodeError,
-    RunStream,
     TaskEvent,
     TaskResultEvent,
 )
@@ -451,9 +450,9 @@ async def test_leaving_early_closes_the_connection(
 async def test_stream_must_be_entered_once(sse_server: SSEServer, sse_client: Client) -> None:
     """Iterating a stream outside ``async with`` or entering it twice is a ``RuntimeError``."""
     stream = sse_client.stream(TASKS)
-    assert isinstance(stream, RunStream)
     with pytest.raises(RuntimeError, match="async with"):
         await stream.__anext__()
+    # Neither making the stream nor the refused iteration sent anything.
     assert sse_client.requests_sent == 0
     sse_server.scripts.append([frame("done", DONE)])
     async with stream:

@@ -31,6 +31,7 @@ from asyncclient import (
     TaskSpec,
     WatchTimeoutError,
 )
+from asyncclient._tasks import encode_submit, validate_concurrency, validate_tasks
 from asyncclient.testing import Emulator, EmulatorServer, ManualClock, TaskPlan
 
 pytestmark = pytest.mark.anyio
@@ -284,11 +285,11 @@ async def test_run_checks_its_arguments_before_submitting(
     assert emulator.request_count == 0
 
 
-def test_concurrency_limits_are_accepted() -> None:
-    """1 and 20 are the inclusive bounds of ``concurrency``."""
-    api = Client("test-key", base_url="http://127.0.0.1:1")
-    for concurrency in (1, 20):
-        assert api.stream(tasks(1), concurrency=concurrency) is not None
+@pytest.mark.parametrize("concurrency", [pytest.param(1, id="low"), pytest.param(20, id="high")])
+def test_concurrency_limits_are_accepted(concurrency: int) -> None:
+    """1 and 20 are the inclusive bounds of ``concurrency``, and reach the body as given."""
+    body = encode_submit(validate_tasks(tasks(1)), validate_concurrency(concurrency), stream=True)
+    assert msgspec.json.decode(body)["concurrency"] == concurrency
 
 
 # -- run ------------------------------------------------------------------------------------------
