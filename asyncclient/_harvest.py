@@ -100,11 +100,13 @@ def _created(row: Run) -> float:
 class _Stretch:
     """One stretch of the list, walked from its start down to where the next one began."""
 
-    __slots__ = ("end", "first", "next", "ready", "walk")
+    __slots__ = ("end", "first", "last", "next", "ready", "stopped", "walk")
 
     def __init__(self, walk: _Walk, end: int) -> None:
         self.walk = walk
         self.end = end  # the estimated offset where it stops
+        self.last: list[Run] = []  # the rows of its last page
+        self.stopped = False
         self.first: Run | None = None  # its first row, once read: where the one before stops
         self.ready = anyio.Event()  # set once ``first`` is known (or will never be)
         self.next: _Stretch | None = None
@@ -263,9 +265,10 @@ class Harvest:
         self._release_newer_than(_created(first[0]))
         window = self._window()
         start, reuse_head = len(first), True
-        if window is not None and _created(first[-1]) >= window[1]:
-            # Every pending run is older than the first page: look for where they begin.
-            start, reuse_head = await self._seek(window[1], len(first) - 1, total), False
+        if window is not None and self._far_below(first, window[1]):
+            # Every pending run is older than the first page, by pages: look for where they
+            # begin rather than read down to them.
+            start, reuse_head = await self._seek(first, window[1], total), False
         if not self._pending:
             return
         window = self._window()
@@ -294,14 +297,39 @@ class Harvest:
             del self._pending[run_id]
             self._release(run_id, False)
 
-    async def _seek(self, newest: float, known_above: int, total: int) -> int:
-        """Binary-search the offset just above the rows created before ``newest``."""
+    def _rows_between(self, first: list[Run], newer: float, older: float) -> float:
+        """How many rows lie between two times, at the pace the first page shows."""
+        span = _created(first[0]) - _created(first[-1])
+        if len(first) < 2 or not span > 0:
+            return math.inf
+        return (newer - older) * (len(first) - 1) / span
+
+    def _far_below(self, first: list[Run], newest: float) -> bool:
+        """The window starts more than two pages below the first page (or seems to)."""
+        last = _created(first[-1])
+        if last < newest:
+            return False
+        return self._rows_between(first, last, newest) > 2 * self._page_size
+
+    async def _seek(self, first: list[Run], newest: float, total: int) -> int:
+        """Search the offset just above the rows created before ``newest``.
+
+        The first probe goes where the first page's pace puts ``newest``; the next ones halve
+        the bracket (a binary search), so an uneven history costs a few more probes, no more.
+        """
         size = self._page_size
-        above, below = known_above, total
+        known_above = above = len(first) - 1
+        below = total
+        guess: float | None = above + self._rows_between(first, _created(first[-1]), newest)
+        guess = guess - size / 2 if guess is not None else None
         while below - above > size and self.hint_trusted and self._pending:
             if not self._affordable():
                 break
-            middle = (above + below) // 2
+            if guess is not None and above < guess < below - 1:
+                middle = int(guess)
+            else:
+                middle = (above + below) // 2
+            guess = None
             rows = await self._probe(middle)
             if not rows:
                 below = middle
@@ -353,12 +381,21 @@ class Harvest:
             for stretch in stretches:
                 task_group.start_soon(self._run_stretch, stretch)
 
-    def _remaining_pages(self) -> float:
-        return sum(
-            max(0, s.end - s.walk.position) / self._page_size
-            for s in self._stretches
-            if not s.walk.done
-        )
+    def _remaining_pages(self) -> int:
+        """The pages the stretches still walking are expected to read."""
+        size = self._page_size
+        window = self._window()
+        pages = 0
+        for stretch in self._stretches:
+            if stretch.stopped or stretch.walk.done:
+                continue
+            rows = max(0, stretch.end - stretch.walk.position)
+            last = stretch.last
+            if window is not None and len(last) >= 2:
+                # While the hint holds, the walk ends where the window does: at this page's pace.
+                rows = min(rows, max(0, self._rows_between(last, _created(last[-1]), window[0])))
+            pages += math.ceil(rows / size)
+        return pages
 
     async def _run_stretch(self, stretch: _Stretch) -> None:
         walk = stretch.walk
@@ -373,12 +410,14 @@ class Harvest:
                 if stretch.first is None and not stretch.ready.is_set():
                     stretch.first = rows[0] if rows else None
                     stretch.ready.set()
+                stretch.last = rows
                 rows, reached = self._before_next(stretch, rows)
                 await self._absorb(rows)
                 window = self._window()
                 if reached or (window is not None and rows and _created(rows[-1]) < window[0]):
                     return
         finally:
+            stretch.stopped = True
             stretch.ready.set()  # never leave the stretch before waiting
 
     @staticmethod

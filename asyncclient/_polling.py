@@ -249,14 +249,15 @@ class Watcher:
         now = self._now()
         fresh = [watched for watched in batch if not watched.delivered]
         first_look = now
-        if self.policy.strategy != "per-run" and fresh:
+        # A run a list page showed finished needs one GET, never a scan.
+        if self.policy.strategy != "per-run" and any(not w.confirm for w in fresh):
             if self._scanning:
                 # Scans are under way: the next one takes the new runs in (one missing from it
                 # gets its confirming GET). Scanning again for every add() would read the whole
                 # list per submitted run.
                 first_look = _PARKED
             else:
-                pending_gets = len(fresh) + sum(
+                pending_gets = sum(1 for w in fresh if not w.confirm) + sum(
                     1
                     for w in self._active.values()
                     if w.natural_due <= now + self.policy.initial_delay
@@ -538,7 +539,11 @@ class Watcher:
                 self._scanning = False
                 self._next_scan_at = math.inf  # add() wakes us up
                 continue
-            due_gets = sum(1 for w in self._active.values() if w.natural_due <= self._next_scan_at)
+            due_gets = sum(
+                1
+                for w in self._active.values()
+                if w.natural_due <= self._next_scan_at and not w.confirm
+            )
             if self._scan_is_cheaper(due_gets):
                 self._scanning = True
                 await self._scan(now)
