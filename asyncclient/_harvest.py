@@ -389,7 +389,7 @@ class Harvest:
         for stretch in self._stretches:
             if stretch.stopped or stretch.walk.done:
                 continue
-            rows = max(0, stretch.end - stretch.walk.position)
+            rows: float = max(0, stretch.end - stretch.walk.position)
             last = stretch.last
             if window is not None and len(last) >= 2:
                 # While the hint holds, the walk ends where the window does: at this page's pace.
