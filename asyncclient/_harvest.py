@@ -45,6 +45,7 @@ from collections.abc import Awaitable, Callable, Iterable
 import anyio
 
 from ._config import LIST_PAGE_MAX
+from ._exceptions import PredevError
 from ._models import Run
 from ._pagination import FetchPage, _Walk
 
@@ -92,6 +93,10 @@ def is_complete(row: Run) -> bool:
     return all(task is not None and not task.is_pending for task in row.results)
 
 
+class _OutOfTime(Exception):
+    """The deadline passed: stop reading, hand the rest back."""
+
+
 def _created(row: Run) -> float:
     created = row.created_at
     return created.timestamp() if created is not None else -math.inf
@@ -122,6 +127,8 @@ class Harvest:
             ``include_events=True``) to only tell which runs are finished.
         parallel: how many stretches of the list may be read at once.
         page_size: runs per list request.
+        deadline: when to stop reading, on anyio's clock (a read under way is cut; a delivery
+            never is).
 
     Attributes:
         requests: list requests made.
@@ -140,8 +147,12 @@ class Harvest:
         rows: bool = True,
         parallel: int = 4,
         page_size: int = LIST_PAGE_MAX,
+        deadline: float = math.inf,
     ) -> None:
         self._fetch_page = fetch_page
+        self._deadline = deadline
+        # Why a stretch stopped the walk; raised (a PredevError) once every stretch is back.
+        self._error: Exception | None = None
         self._pending: dict[str, int] = {run_id: id_time(run_id) for run_id in run_ids}
         self._rows = rows
         self._parallel = max(1, parallel)
@@ -194,20 +205,36 @@ class Harvest:
     # -- reading ----------------------------------------------------------------------------
 
     async def _read(self, walk: _Walk) -> list[Run]:
+        """The next batch of a walk, cut at the deadline."""
         self.requests += 1
         before = walk.requests
         try:
-            return await walk.next_batch()
+            with self._in_time():
+                return await walk.next_batch()
         finally:
             # Re-reads of a page the list moved under count too.
             self.requests += walk.requests - before - 1
+        raise _OutOfTime  # the deadline cut the read
 
     async def _probe(self, skip: int) -> list[Run]:
+        """One page read outside any walk (a seek), then absorbed."""
         self.requests += 1
-        page = await self._fetch_page(self._page_size, skip, None)
-        rows = page.runs
-        await self._absorb(rows)
+        rows: list[Run] | None = None
+        with self._in_time():
+            rows = (await self._fetch_page(self._page_size, skip, None)).runs
+        if rows is None:
+            raise _OutOfTime
+        await self._absorb(rows)  # outside the scope: a delivery is never cut
         return rows
+
+    def _in_time(self) -> anyio.CancelScope:
+        """A scope that cuts a read at the deadline; it never holds a delivery."""
+        if self._deadline == math.inf:
+            return anyio.CancelScope()
+        remaining = self._deadline - anyio.current_time()
+        if remaining <= 0:
+            raise _OutOfTime
+        return anyio.move_on_after(remaining)
 
     async def _absorb(self, rows: list[Run]) -> None:
         assert self._found is not None
@@ -248,11 +275,20 @@ class Harvest:
                 (``finished=True``).
 
         Ids in :attr:`pending` when it returns (or raises) were not met: resolve them by GET.
+        At the deadline it returns: the rest is the caller's to resolve (or time out).
 
         Raises:
             PredevError: a list request failed (after the session layer's retries).
         """
         self._found, self._release = found, release
+        try:
+            await self._run()
+        except _OutOfTime:
+            return
+        if isinstance(self._error, PredevError):
+            raise self._error
+
+    async def _run(self) -> None:
         if len(self._pending) < MIN_RUNS:
             return
         size = self._page_size
@@ -267,8 +303,11 @@ class Harvest:
         start, reuse_head = len(first), True
         if window is not None and self._far_below(first, window[1]):
             # Every pending run is older than the first page, by pages: look for where they
-            # begin rather than read down to them.
-            start, reuse_head = await self._seek(first, window[1], total), False
+            # begin rather than read down to them, if a search and the fewest pages that could
+            # hold them cost less than their GETs.
+            probes = math.ceil(math.log2(max(2.0, (total - len(first)) / size)))
+            if self._worth(probes + math.ceil(len(self._pending) / size)):
+                start, reuse_head = await self._seek(first, window[1], total), False
         if not self._pending:
             return
         window = self._window()
@@ -400,13 +439,19 @@ class Harvest:
     async def _run_stretch(self, stretch: _Stretch) -> None:
         walk = stretch.walk
         try:
-            while self._pending and not walk.done:
+            while self._pending and not walk.done and self._error is None:
                 started = walk.requests > 0
                 if started and stretch.next is not None:
                     await stretch.next.ready.wait()
                 if not self._affordable() or (started and not self._worth(self._remaining_pages())):
                     return
-                rows = await self._read(walk)
+                try:
+                    rows = await self._read(walk)
+                except (PredevError, _OutOfTime) as error:
+                    # Kept, not raised: raising would cancel the other stretches, maybe in the
+                    # middle of handing a run over.
+                    self._error = self._error or error
+                    return
                 if stretch.first is None and not stretch.ready.is_set():
                     stretch.first = rows[0] if rows else None
                     stretch.ready.set()

@@ -286,9 +286,11 @@ class Watcher:
             list(held),
             rows=not self._include_events,
             parallel=min(self.policy.max_in_flight, HARVEST_PARALLEL),
+            deadline=min(watched.deadline for watched in batch),
         )
 
         async def found(row: Run) -> None:
+            # Never under a deadline's scope: a cancelled send could not tell whether it went.
             watched = held.pop(row.id, None)
             if watched is not None:
                 await self._deliver(watched, run=row)
@@ -301,8 +303,7 @@ class Watcher:
                 self._admit([watched])
 
         try:
-            with anyio.move_on_after(min(w.deadline for w in batch) - self._now()):
-                await harvest.run(found, release)
+            await harvest.run(found, release)
         except AuthenticationError as error:
             self._fail(error)
         except PredevError as error:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from datetime import datetime, timezone
 
+import anyio
 import pytest
 from aiohttp import web
 from conftest import FAST_RETRY
@@ -230,6 +231,17 @@ async def test_stub_rows_fall_back_to_one_get_per_run(client: Client, emulator: 
     assert watcher.harvest_requests + len(watched) <= 1.02 * len(watched)
 
 
+async def test_stub_rows_stop_a_search_before_it_starts(client: Client, emulator: Emulator) -> None:
+    """Stub rows on the first page: no binary search for an old set, only GETs after it."""
+    emulator.list_rows = "stub"
+    ids = history(emulator, 3000)
+    async with client.watch(ids[:400], policy=fast()) as watcher:
+        updates = [update async for update in watcher]
+    assert all(update.run is not None and is_complete(update.run) for update in updates)
+    assert watcher.harvest_requests == 1
+    assert emulator.requests_by_route["get"] == 400
+
+
 async def test_events_need_one_get_per_finished_run(client: Client, emulator: Emulator) -> None:
     """With include_events, pages tell which runs finished: one GET each, with events."""
     ids = history(emulator, 1000)
@@ -333,3 +345,18 @@ async def test_a_wrong_key_stops_the_watch(server: EmulatorServer, emulator: Emu
     async with Client("not-a-key", base_url=server.base_url, retry=FAST_RETRY) as client:
         with pytest.raises(AuthenticationError):
             await watch_all(client, ids)
+
+
+async def test_a_deadline_while_a_slow_consumer_holds_deliveries(
+    client: Client, emulator: Emulator
+) -> None:
+    """A deadline passing while page rows wait for a slow consumer: each run once, none lost."""
+    ids = history(emulator, 1000)[::2]
+    updates: list[RunUpdate] = []
+    async with client.watch(ids, policy=fast(buffer_size=1, timeout=0.05)) as watcher:
+        async for update in watcher:
+            updates.append(update)
+            await anyio.sleep(0.001)
+    assert Counter(update.run_id for update in updates) == Counter(ids)
+    assert all(update.ok or isinstance(update.error, WatchTimeoutError) for update in updates)
+    assert watcher.harvested >= 1
