@@ -10,7 +10,14 @@ import pytest
 from aiohttp import web
 from conftest import FAST_RETRY
 
-from asyncclient import AuthenticationError, Client, PollPolicy, RunUpdate, WatchTimeoutError
+from asyncclient import (
+    AuthenticationError,
+    Client,
+    NotFoundError,
+    PollPolicy,
+    RunUpdate,
+    WatchTimeoutError,
+)
 from asyncclient._harvest import Harvest, id_time, is_complete
 from asyncclient._models import Run
 from asyncclient.testing import Emulator, EmulatorServer, Fault, ManualClock
@@ -360,3 +367,46 @@ async def test_a_deadline_while_a_slow_consumer_holds_deliveries(
     assert Counter(update.run_id for update in updates) == Counter(ids)
     assert all(update.ok or isinstance(update.error, WatchTimeoutError) for update in updates)
     assert watcher.harvested >= 1
+
+
+# -- get_runs -------------------------------------------------------------------------------
+
+
+async def test_get_runs_reads_finished_runs_from_pages(
+    client: Client, emulator: Emulator, clock: ManualClock
+) -> None:
+    """``get_runs`` returns every run as a GET would, in order, finished ones from pages."""
+    finished = history(emulator, 1000)[::3]
+    running = [emulator.create_run(durations=[50.0]) for _ in range(5)]
+    wanted = [*running[:2], *finished, *running[2:], finished[0]]
+    runs = await client.get_runs(wanted)
+    assert [run.id for run in runs] == list(dict.fromkeys(wanted))
+    assert [run.status for run in runs[:2]] == ["processing", "processing"]
+    requests = emulator.requests_by_route
+    assert requests["get"] == len(running)
+    assert requests["list"] <= 1000 // 100 + 1 + 4
+    for run in runs[:5] + runs[-5:]:
+        assert run == await client.get_run(run.id)
+
+
+async def test_get_runs_with_events_gets_each_run_once(client: Client, emulator: Emulator) -> None:
+    """``include_events=True``: one GET per run, each with every task's timeline."""
+    ids = history(emulator, 300)[::3]
+    runs = await client.get_runs(ids, include_events=True)
+    assert all(task is not None and task.events for run in runs for task in run.results)
+    assert emulator.requests_by_route["get"] == len(ids)
+
+
+async def test_get_runs_raises_the_first_error(client: Client, emulator: Emulator) -> None:
+    """A run that does not exist raises NotFoundError; bad arguments raise before any request."""
+    ids = history(emulator, 200)[::2]
+    with pytest.raises(NotFoundError):
+        await client.get_runs([*ids, "0123456789abcdef01234567"])
+    sent = client.requests_sent
+    with pytest.raises(ValueError, match="run_id"):
+        await client.get_runs([*ids, "nope"])
+    with pytest.raises(ValueError, match="single string"):
+        await client.get_runs(ids[0])
+    with pytest.raises(ValueError, match="max_in_flight"):
+        await client.get_runs(ids, max_in_flight=0)
+    assert client.requests_sent == sent
