@@ -314,12 +314,6 @@ class Harvest:
         end = total
         if window is not None:
             end = min(end, self._known_below(window[0], total))
-            if reuse_head:
-                # Where the window ends, at the first page's pace: lays the stretches out (the
-                # last one walks on to the window's end wherever it is).
-                paced = start + self._rows_between(first, _created(first[-1]), window[0])
-                if paced < end:
-                    end = max(start + size, math.ceil(paced))
         pages = math.ceil(max(0, end - start) / size)
         if pages == 0 or not self._worth(pages) or not self._affordable():
             return
