@@ -358,6 +358,11 @@ class Client:
         while watching. With ``include_events=True`` polls ask for no events while a run is
         processing; it is fetched once more, with events, when it has finished.
 
+        Runs that have already finished are read from list pages, a hundred a request, when
+        that costs fewer requests than a GET each (the ids given here, or a batch given to
+        ``add()``; not with ``strategy="per-run"``): only a complete row counts as the run, the
+        rest are got (see "Finished runs in bulk" in the README).
+
         Args:
             run_ids: the run ids (duplicates are watched once).
             include_events: deliver finished runs with their event timelines.

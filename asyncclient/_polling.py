@@ -6,7 +6,9 @@ the heap; when none is due they wait, and a timer task wakes one of them when th
 falls due. Workers send updates into a bounded stream the consumer reads, so a slow consumer
 blocks the workers: nothing is dropped and memory stays bounded. With list-assisted strategies a
 scanner task reads the ``processing`` list, and the runs it sees stay parked in the heap until a
-scan misses them. The watch owns one task group; leaving it cancels everything.
+scan misses them. Runs that may have finished already are first looked for in the list pages
+(see ``_harvest``): those pages settle what they can, and only the rest reach the heap. The
+watch owns one task group; leaving it cancels everything.
 
 Exactly once: a run's record is marked delivered before its terminal update is sent, and every
 path that ends a run (finished, error, deadline) goes through that one step.
