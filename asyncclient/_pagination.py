@@ -51,13 +51,17 @@ class _Walk:
     # Re-reads in a row that may find nothing new before the walk gives up.
     MAX_STALLED_REQUESTS = 50
 
-    def __init__(self, fetch_page: FetchPage, *, status: str | None, page_size: int) -> None:
+    def __init__(
+        self, fetch_page: FetchPage, *, status: str | None, page_size: int, start: int = 0
+    ) -> None:
         self._fetch_page = fetch_page
         self._status = status
         self._page_size = page_size
+        # Where the first page is read; a walk that starts further down anchors there.
+        self._start = start
         self._anchor_id: str | None = None
         self._anchor_time = _MIN_TIME
-        self._anchor_pos = 0
+        self._anchor_pos = start
         self._same_time_ids: set[str] = set()
         self._margin = 1
         self._last_total: int | None = None
@@ -80,6 +84,11 @@ class _Walk:
         """The list's ``total`` as of the last page read."""
         return self._last_total
 
+    @property
+    def position(self) -> int:
+        """The offset of the last run yielded, as of the last page read (the start before)."""
+        return self._anchor_pos
+
     async def next_batch(self) -> list[Run]:
         """The next runs of the walk (empty only when the walk is over)."""
         stalled = 0
@@ -91,8 +100,8 @@ class _Walk:
                 )
             stalled += 1
             if self._anchor_id is None:
-                skip = 0
-                page = await self._fetch(0)
+                skip = self._start
+                page = await self._fetch(skip)
                 rows = page.runs
                 batch = list(rows)
             else:

@@ -6,7 +6,9 @@ the heap; when none is due they wait, and a timer task wakes one of them when th
 falls due. Workers send updates into a bounded stream the consumer reads, so a slow consumer
 blocks the workers: nothing is dropped and memory stays bounded. With list-assisted strategies a
 scanner task reads the ``processing`` list, and the runs it sees stay parked in the heap until a
-scan misses them. The watch owns one task group; leaving it cancels everything.
+scan misses them. Runs that may have finished already are first looked for in the list pages
+(see ``_harvest``): those pages settle what they can, and only the rest reach the heap. The
+watch owns one task group; leaving it cancels everything.
 
 Exactly once: a run's record is marked delivered before its terminal update is sent, and every
 path that ends a run (finished, error, deadline) goes through that one step.
@@ -40,6 +42,8 @@ from ._exceptions import (
     PredevError,
     WatchTimeoutError,
 )
+from ._harvest import MIN_RUNS as HARVEST_MIN_RUNS
+from ._harvest import Harvest
 from ._models import Run
 from ._pagination import FetchPage, _Walk
 
@@ -49,6 +53,9 @@ logger = logging.getLogger("asyncclient")
 
 SCAN_FAILURES_BEFORE_GETS = 3
 """Failed list scans in a row, while GETs work, before a watch polls runs one by one."""
+
+HARVEST_PARALLEL = 4
+"""Stretches of the list a watch reads side by side when it reads finished runs from pages."""
 
 _PARKED = math.inf
 """The due time of a run that list scans are watching: only a scan (or its deadline) moves it."""
@@ -127,6 +134,9 @@ class Watcher:
         scans: how many list scans the watch has made (list-assisted strategies).
         scan_failures: how many of them failed (their runs were polled by GET meanwhile).
         scan_requests: how many list pages those scans read.
+        harvest_requests: list pages read to find runs that had already finished.
+        harvested: runs those pages settled (delivered from their rows, or, with
+            ``include_events=True``, seen finished and so fetched once instead of twice).
     """
 
     def __init__(
@@ -177,6 +187,10 @@ class Watcher:
         self._next_scan_at = math.inf
         self._scanning = False
         self._scan_failures = 0
+        self._harvests = fetch_page is not None and self.policy.strategy != "per-run"
+        self._harvesting = False
+        self.harvest_requests = 0
+        self.harvested = 0
         self.polls = 0
         self.scans = 0
         self.scan_failures = 0
@@ -217,17 +231,35 @@ class Watcher:
         deadline = self._watch_deadline
         if run_timeout is not None:
             deadline = min(deadline, now + run_timeout)
-        added = 0
         fresh = [run_id for run_id in dict.fromkeys(ids) if run_id not in self._seen]
+        if not fresh:
+            return 0
+        self._seen.update(fresh)
+        self._undelivered += len(fresh)
+        batch = [_Watched(run_id, now, deadline) for run_id in fresh]
+        if self._harvests and not self._harvesting and len(batch) >= HARVEST_MIN_RUNS:
+            # Finished runs may be read from list pages, a hundred a request (see _harvest).
+            self._harvesting = True
+            assert self._task_group is not None
+            self._task_group.start_soon(self._harvest, batch)
+        else:
+            self._admit(batch)
+        return len(fresh)
+
+    def _admit(self, batch: list[_Watched]) -> None:
+        """Hand runs to the pollers (and to list scans, in the list-assisted strategies)."""
+        now = self._now()
+        fresh = [watched for watched in batch if not watched.delivered]
         first_look = now
-        if self.policy.strategy != "per-run" and fresh:
+        # A run a list page showed finished needs one GET, never a scan.
+        if self.policy.strategy != "per-run" and any(not w.confirm for w in fresh):
             if self._scanning:
                 # Scans are under way: the next one takes the new runs in (one missing from it
                 # gets its confirming GET). Scanning again for every add() would read the whole
                 # list per submitted run.
                 first_look = _PARKED
             else:
-                pending_gets = len(fresh) + sum(
+                pending_gets = sum(1 for w in fresh if not w.confirm) + sum(
                     1
                     for w in self._active.values()
                     if w.natural_due <= now + self.policy.initial_delay
@@ -239,18 +271,50 @@ class Watcher:
                     first_look = _PARKED
                 self._next_scan_at = now
                 self._scan_wakeup.set()
-        for run_id in fresh:
-            if run_id in self._seen:
-                continue
-            self._seen.add(run_id)
-            watched = _Watched(run_id, now, deadline)
-            self._active[run_id] = watched
-            self._schedule(watched, min(first_look, deadline))
-            added += 1
-        if added:
-            self._undelivered += added
+        for watched in fresh:
+            self._active[watched.run_id] = watched
+            # A run a list page showed finished is polled at once, whatever scans do.
+            due = now if watched.confirm else first_look
+            self._schedule(watched, min(due, watched.deadline))
+        if fresh:
             self._wakeup.set()
-        return added
+
+    async def _harvest(self, batch: list[_Watched]) -> None:
+        """Settle what list pages can of a batch; hand the rest to the pollers."""
+        assert self._fetch_page is not None
+        held = {watched.run_id: watched for watched in batch}
+        harvest = Harvest(
+            self._fetch_page,
+            list(held),
+            rows=not self._include_events,
+            parallel=min(self.policy.max_in_flight, HARVEST_PARALLEL),
+            deadline=min(watched.deadline for watched in batch),
+        )
+
+        async def found(row: Run) -> None:
+            # Never under a deadline's scope: a cancelled send could not tell whether it went.
+            watched = held.pop(row.id, None)
+            if watched is not None:
+                await self._deliver(watched, run=row)
+
+        def release(run_id: str, finished: bool) -> None:
+            watched = held.pop(run_id, None)
+            if watched is not None:
+                # Seen finished: the next poll is the last (with events, when asked for).
+                watched.confirm = finished
+                self._admit([watched])
+
+        try:
+            await harvest.run(found, release)
+        except AuthenticationError as error:
+            self._fail(error)
+        except PredevError as error:
+            logger.debug("reading finished runs from the list failed; polling them: %s", error)
+        finally:
+            self._harvesting = False
+            self.harvest_requests += harvest.requests
+            self.harvested += harvest.settled
+            self._admit(list(held.values()))
 
     def _scan_pages(self) -> int:
         known = self._scan_total if self._scan_total is not None else len(self._active)
@@ -452,7 +516,7 @@ class Watcher:
         if watched.delivered:
             return
         watched.delivered = True
-        del self._active[watched.run_id]
+        self._active.pop(watched.run_id, None)
         await self._put(RunUpdate(watched.run_id, run=run, error=error))
 
     async def _put(self, update: RunUpdate) -> None:
@@ -478,7 +542,11 @@ class Watcher:
                 self._scanning = False
                 self._next_scan_at = math.inf  # add() wakes us up
                 continue
-            due_gets = sum(1 for w in self._active.values() if w.natural_due <= self._next_scan_at)
+            due_gets = sum(
+                1
+                for w in self._active.values()
+                if w.natural_due <= self._next_scan_at and not w.confirm
+            )
             if self._scan_is_cheaper(due_gets):
                 self._scanning = True
                 await self._scan(now)

@@ -18,7 +18,8 @@ A spec is ``{"groups": [group, ...]}``; a group creates ``count`` runs (default 
 
 ``age`` (emulated seconds) creates the runs that long ago, ``spread`` spaces their creation
 times evenly over that many seconds before it (list order needs distinct times), ``key`` gives
-them to another of the ``--api-key`` keys than the first.
+them to another of the ``--api-key`` keys than the first. A top-level ``"list_rows": "stub"``
+serves finished runs in list pages as stubs (``Emulator.list_rows``).
 
 Besides the API, four routes for the harness only:
 
@@ -179,7 +180,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     keys = tuple(args.api_keys or ["bench-key"])
     emulator = Emulator(api_keys=keys, clock=clock, seed=args.seed)
     started = time.perf_counter()
-    create_runs(emulator, json.loads(raw), clock())
+    spec = json.loads(raw)
+    emulator.list_rows = spec.get("list_rows", "summary")
+    create_runs(emulator, spec, clock())
     print(f"created runs in {time.perf_counter() - started:.2f}s", file=sys.stderr, flush=True)
     add_control_routes(emulator, clock)
     asyncio.run(_serve(emulator, args.host, args.port))

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import random
 from bisect import insort
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 
@@ -26,8 +27,42 @@ __all__ = ["Emulator"]
 _encode = msgspec.json.encode
 
 
+ListRows = Literal["summary", "stub"]
+_LIST_ROWS = ("summary", "stub")
+
+
 def _order_key(run: RunState) -> tuple[int, str]:
     return (run.created_ms, run.id)
+
+
+def object_id(seconds: float, random_part: bytes, counter: int) -> str:
+    """A Mongo ObjectId as 24 hex characters: 4-byte creation time, 5 random bytes, counter.
+
+    Args:
+        seconds: The creation time, seconds since the epoch (whole seconds are kept, modulo
+            2**32 as the format does).
+        random_part: At least 5 bytes; the first 5 are used.
+        counter: The counter (its low 3 bytes are used).
+
+    Returns:
+        The id, lowercase hex.
+    """
+    when = math.floor(seconds) & 0xFFFFFFFF
+    return f"{when:08x}{random_part[:5].hex()}{counter & 0xFFFFFF:06x}"
+
+
+class _Filtered:
+    """One key's runs matching one status filter, valid while no run changes status."""
+
+    __slots__ = ("runs", "valid_from", "valid_until", "version")
+
+    def __init__(
+        self, runs: list[RunState], version: int, valid_from: float, valid_until: float
+    ) -> None:
+        self.runs = runs
+        self.version = version
+        self.valid_from = valid_from
+        self.valid_until = valid_until
 
 
 class Emulator:
@@ -58,6 +93,12 @@ class Emulator:
         stream_disconnects: Streams that ended because the client left before ``done``.
         faults: The failures injected in front of the API (none until some are added), drawn
             with a generator seeded from :attr:`seed`; see :class:`Faults`.
+        list_rows: How a finished run shows in a list page. ``"summary"`` (the default, as
+            the list page's own example shows a completed row): its whole summary, every
+            task's result without events, as ``GET`` answers it. ``"stub"`` (the other
+            reading of the page's field table): task 0 as a ``{url, instruction}`` stub and
+            ``null`` for the others, even once finished. A processing run is a stub and
+            ``null`` entries either way.
     """
 
     def __init__(
@@ -93,6 +134,9 @@ class Emulator:
         self.max_batch = MAX_BATCH
         self.streams_open = 0
         self.stream_disconnects = 0
+        self._list_rows: ListRows = "summary"
+        self._version = 0
+        self._filtered: dict[tuple[str, str], _Filtered] = {}
         self._accounts: dict[str, Account] = {}
         self._starts: dict[str, list[float]] = {}
         self._runs: dict[str, RunState] = {}
@@ -103,6 +147,17 @@ class Emulator:
         self._app: web.Application | None = None
 
     @property
+    def list_rows(self) -> ListRows:
+        """``"summary"`` or ``"stub"``: how finished runs show in list pages (see the class)."""
+        return self._list_rows
+
+    @list_rows.setter
+    def list_rows(self, value: ListRows) -> None:
+        if value not in _LIST_ROWS:
+            raise ValueError(f"list_rows must be 'summary' or 'stub', got {value!r}")
+        self._list_rows = value
+
+    @property
     def app(self) -> web.Application:
         """The ``aiohttp.web`` application serving this emulator (built once)."""
         if self._app is None:
@@ -111,12 +166,13 @@ class Emulator:
 
     # -- making runs ------------------------------------------------------------------------
 
-    def _next(self) -> tuple[str, random.Random]:
-        """Return a fresh run id and the generator for that run's content."""
+    def _next(self, id_time: float) -> tuple[str, random.Random]:
+        """Return a fresh ObjectId (its time ``id_time``) and the run's content generator."""
         while True:
             self._counter += 1
             tag = f"{self.seed}:{self._counter}"
-            run_id = hashlib.sha256(f"asyncclient.testing:{tag}".encode()).hexdigest()[:24]
+            noise = hashlib.sha256(f"asyncclient.testing:{tag}".encode()).digest()
+            run_id = object_id(id_time, noise, self._counter)
             if run_id not in self._runs:
                 return run_id, random.Random(tag)
 
@@ -131,6 +187,7 @@ class Emulator:
         event_bytes: int = 4_000,
         fail_with: str | None = None,
         created_at: float | None = None,
+        id_time: float | None = None,
     ) -> str:
         """Create a run.
 
@@ -149,15 +206,20 @@ class Emulator:
                 middle task (by finish time) would have finished: the tasks done before then
                 keep their planned results, the others end ``ERROR`` with this message.
             created_at: Creation time in seconds since the epoch; defaults to now.
+            id_time: The time written in the id's first four bytes, in seconds since the
+                epoch; defaults to the creation time. Another value makes an id whose time
+                disagrees with its ``createdAt``, as the API documentation's own example does.
 
         Returns:
-            The new run's id (24 lowercase hex characters).
+            The new run's id: a Mongo ObjectId (24 lowercase hex characters) whose first four
+            bytes are ``id_time``.
 
         Raises:
             ValueError: On an unknown key or inconsistent arguments.
         """
         key = self._key(api_key)
-        run_id, rng = self._next()
+        when = self.clock() if created_at is None else created_at
+        run_id, rng = self._next(when if id_time is None else id_time)
         if tasks is not None:
             if n_tasks is not None or durations is not None or statuses is not None:
                 raise ValueError("pass either tasks or n_tasks/durations/statuses, not both")
@@ -166,7 +228,6 @@ class Emulator:
             plans = self._generate(rng, n_tasks, durations, statuses)
         if event_bytes < 0:
             raise ValueError(f"event_bytes must be >= 0, got {event_bytes!r}")
-        when = self.clock() if created_at is None else created_at
         run = RunState(
             run_id=run_id,
             api_key=key,
@@ -178,6 +239,7 @@ class Emulator:
         )
         self._runs[run_id] = run
         insort(self._by_key[key], run, key=_order_key)
+        self._version += 1
         return run_id
 
     def _key(self, api_key: str | None) -> str:
@@ -269,7 +331,8 @@ class Emulator:
             KeyError: If there is no such run.
         """
         run = self._runs[run_id]
-        run.finish_by(self.clock() - run.created_at)
+        if run.finish_by(self.clock() - run.created_at):
+            self._version += 1
 
     def set_account(
         self,
@@ -343,18 +406,48 @@ class Emulator:
             return None
         return run.render_get(self.clock(), include_events)
 
+    def _matching(self, api_key: str, status: str, now: float) -> list[RunState]:
+        """A key's runs in ``status`` at ``now``, oldest first.
+
+        The filtered list is kept until a run is created or finished early, or the clock
+        reaches the next time a run changes status (or goes back before the last one), so a
+        walk over a large account costs each page its own rows, not the whole account.
+        """
+        cache_key = (api_key, status)
+        cached = self._filtered.get(cache_key)
+        if (
+            cached is not None
+            and cached.version == self._version
+            and cached.valid_from <= now < cached.valid_until
+        ):
+            return cached.runs
+        valid_from, valid_until = -math.inf, math.inf
+        runs = []
+        for run in self._by_key[api_key]:
+            state = run.status_at(now)
+            # When the run stops processing; a float rounding that disagrees with status_at
+            # leaves a bound on the wrong side of ``now``, which only turns the cache off.
+            ends = run.created_at + run.end_offset
+            if state == "processing":
+                valid_until = min(valid_until, ends)
+            else:
+                valid_from = max(valid_from, ends)
+            if state == status:
+                runs.append(run)
+        self._filtered[cache_key] = _Filtered(runs, self._version, valid_from, valid_until)
+        return runs
+
     def _render_list(self, api_key: str, limit: int, skip: int, status: str | None) -> bytes:
         """Return the body of one list page."""
         now = self.clock()
-        runs = self._by_key[api_key]
-        if status is not None:
-            runs = [run for run in runs if run.status_at(now) == status]
+        runs = self._by_key[api_key] if status is None else self._matching(api_key, status, now)
         total = len(runs)
         end = total - skip
         page = runs[max(0, end - limit) : end][::-1] if end > 0 else []
+        stub = self._list_rows == "stub"
         return _encode(
             {
-                "batches": [run.render_row(now) for run in page],
+                "batches": [run.render_row(now, stub=stub) for run in page],
                 "total": total,
                 "hasMore": skip + limit < total,
             }

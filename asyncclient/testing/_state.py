@@ -217,6 +217,7 @@ class RunState:
         self._final_plain: bytes | None = None
         self._final_events: bytes | None = None
         self._final_row: msgspec.Raw | None = None
+        self._final_stub_row: msgspec.Raw | None = None
         self._snap_k = -1
         self._snap_plain: bytes | None = None
         self._snap_row: msgspec.Raw | None = None
@@ -356,17 +357,28 @@ class RunState:
         body["liveEvents"] = live
         return _encode(body)
 
-    def render_row(self, now: float) -> msgspec.Raw:
+    def _stub_results(self) -> list[Any]:
+        first = self.tasks[0]
+        return [{"url": first.url, "instruction": first.instruction}, *([None] * (self.total - 1))]
+
+    def render_row(self, now: float, *, stub: bool = False) -> msgspec.Raw:
         """Encode the run's row in a list page at time ``now``.
 
         Args:
             now: The current time.
+            stub: Show a finished run as a processing one shows: task 0 as a
+                ``{url, instruction}`` stub and ``null`` for the others (the other reading of
+                the list page). A processing run is shown so either way.
 
         Returns:
             The encoded row, ready to embed in the page.
         """
         elapsed = now - self.created_at
         if elapsed >= self.end_offset:
+            if stub:
+                if self._final_stub_row is None:
+                    self._final_stub_row = msgspec.Raw(self._terminal(self._stub_results()))
+                return self._final_stub_row
             if self._final_row is None:
                 # A finished run's list row is its full summary, without events.
                 self._final_row = msgspec.Raw(self._terminal_plain())
@@ -375,9 +387,7 @@ class RunState:
         if k != self._snap_k:
             self._snap_k, self._snap_plain, self._snap_row = k, None, None
         if self._snap_row is None:
-            first = self.tasks[0]
-            stub = {"url": first.url, "instruction": first.instruction}
-            body = self._summary(k, [stub, *([None] * (self.total - 1))])
+            body = self._summary(k, self._stub_results())
             body["status"] = "processing"
             body["createdAt"] = self.created_iso
             self._snap_row = msgspec.Raw(_encode(body))
