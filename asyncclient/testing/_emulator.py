@@ -13,6 +13,7 @@ import msgspec
 
 from ._app import build_app
 from ._clock import Clock, RealClock
+from ._examples import ExampleRun
 from ._faults import Faults
 from ._samples import RUN_FAILURES, sample_data, sample_status, sample_task
 from ._state import RunState, TaskPlan
@@ -179,6 +180,32 @@ class Emulator:
         self._runs[run_id] = run
         insort(self._by_key[key], run, key=_order_key)
         return run_id
+
+    def add_docs_example(self, api_key: str | None = None) -> str:
+        """Store the API documentation's example run, ``65f8a9d2c1e4b5a6f7e8d9c0``.
+
+        Each request the documentation shows for it gets the body the documentation prints:
+        ``GET`` without events the ``processing`` snapshot, with ``includeEvents=true`` the
+        ``completed`` one with its timeline, and the list its ``completed`` row. The snapshots
+        never change, so do not watch this run. ``asyncclient emulator`` stores it for the
+        ``demo-key``.
+
+        Args:
+            api_key: The owner; defaults to the first key.
+
+        Returns:
+            The run's id.
+
+        Raises:
+            ValueError: On an unknown key, or if the example run is stored already.
+        """
+        key = self._key(api_key)
+        run = ExampleRun(key)
+        if run.id in self._runs:
+            raise ValueError(f"run {run.id} is stored already")
+        self._runs[run.id] = run
+        insort(self._by_key[key], run, key=_order_key)
+        return run.id
 
     def _key(self, api_key: str | None) -> str:
         if api_key is None:
