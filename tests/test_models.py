@@ -7,6 +7,7 @@ import sys
 from datetime import datetime, timezone
 from typing import Any
 
+import aiohttp
 import anyio
 import msgspec
 import pytest
@@ -678,22 +679,33 @@ def test_encoding_an_event_leaves_out_a_missing_timestamp() -> None:
 
 @pytest.mark.anyio
 async def test_the_clis_json_output_is_what_encoding_the_run_writes() -> None:
-    """`runs get --json` and `runs list --json` print the docs' example run as encode(run) does."""
+    """`runs get --json` and `runs list --json` print runs as the README says encode(run) does."""
     emulator = Emulator(api_keys=("test-key",), clock=ManualClock(start=1_776_000_000.0))
     emulator.add_docs_example()
+    emulator.create_run(n_tasks=3, durations=[0.0, 5.0, 9.0], event_bytes=0)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREDEV_")}
     python = (sys.executable, "-W", "error", "-m", "asyncclient")
+    example = docs.EXAMPLE_RUN_ID
     async with serve(emulator) as server:
         env |= {"PREDEV_API_KEY": server.api_key, "PREDEV_BASE_URL": server.base_url}
         with anyio.fail_after(30):
-            got = await anyio.run_process(
-                [*python, "runs", "get", docs.EXAMPLE_RUN_ID, "--json"], env=env
-            )
+            got = await anyio.run_process([*python, "runs", "get", example, "--json"], env=env)
             events = await anyio.run_process(
-                [*python, "runs", "get", docs.EXAMPLE_RUN_ID, "--events", "--json"], env=env
+                [*python, "runs", "get", example, "--events", "--json"], env=env
             )
             listed = await anyio.run_process([*python, "runs", "list", "--json"], env=env)
+            async with (
+                aiohttp.ClientSession() as http,
+                http.get(
+                    f"{server.base_url}/list-browser-agents",
+                    headers={"Authorization": f"Bearer {server.api_key}"},
+                ) as response,
+            ):
+                page = await response.json()
     assert msgspec.json.decode(got.stdout) == _run_as_written(docs.GET_RUN_EXAMPLE)
     assert msgspec.json.decode(events.stdout) == _run_as_written(docs.GET_RUN_EVENTS_EXAMPLE)
-    [line] = listed.stdout.splitlines()
-    assert msgspec.json.decode(line) == _run_as_written(docs.LIST_RUNS_EXAMPLE["batches"][0])
+    [row] = page["batches"]
+    assert row["results"][1:] == [None, None]
+    assert [msgspec.json.decode(line) for line in listed.stdout.splitlines()] == [
+        _run_as_written(row)
+    ]

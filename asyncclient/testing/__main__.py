@@ -5,10 +5,9 @@ Usage::
     python -m asyncclient.testing --port 8765 --api-key demo-key --runs 100 [--speed 10]
         [--faults "503:0.2,reset:0.05,429=1:0.01"]
 
-It prints its base URL on one line, then serves until interrupted (Ctrl-C or SIGTERM). When the
-first key is ``demo-key`` (the default), one of the runs is the API documentation's example run
-``65f8a9d2c1e4b5a6f7e8d9c0``, answered as the documentation prints it
-(:meth:`Emulator.add_docs_example`).
+It prints its base URL on one line, then serves until interrupted (Ctrl-C or SIGTERM). The
+first key also gets the API documentation's example run ``65f8a9d2c1e4b5a6f7e8d9c0``, answered
+as the documentation prints it (:meth:`Emulator.add_docs_example`).
 """
 
 from __future__ import annotations
@@ -23,8 +22,6 @@ from collections.abc import Sequence
 from ._clock import RealClock
 from ._emulator import Emulator
 from ._server import serve
-
-DEMO_KEY = "demo-key"
 
 _FAULTS_HELP = """\
 --faults SPEC: a comma-separated list of [ROUTE/]WHAT[=VALUE]:RATE
@@ -57,12 +54,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="KEY",
         help="accepted API key; repeat for more; the first owns the runs (demo-key)",
     )
-    parser.add_argument(
-        "--runs",
-        type=int,
-        default=100,
-        help="runs to create (100); for the demo-key, the first is the docs' example run",
-    )
+    parser.add_argument("--runs", type=int, default=100, help="runs to create (100)")
     parser.add_argument("--seed", type=int, default=0, help="seed for ids and content (0)")
     parser.add_argument(
         "--speed", type=float, default=1.0, help="emulated seconds per real second (1.0)"
@@ -112,16 +104,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.speed <= 0:
         _parser().error("--speed must be positive")
     emulator = Emulator(
-        api_keys=tuple(args.api_keys or (DEMO_KEY,)),
+        api_keys=tuple(args.api_keys or ("demo-key",)),
         clock=RealClock(speed=args.speed),
         seed=args.seed,
     )
-    runs = args.runs
-    if emulator.api_keys[0] == DEMO_KEY and runs > 0:
-        # The documentation's example run, so its curl lines and quick start work as printed.
-        emulator.add_docs_example()
-        runs -= 1
-    emulator.populate(runs, max_duration=args.max_duration, event_bytes=args.event_bytes)
+    emulator.populate(args.runs, max_duration=args.max_duration, event_bytes=args.event_bytes)
+    # The documentation's example run, so its curl lines and quick start work as printed.
+    emulator.add_docs_example()
     if args.faults is not None:
         try:
             emulator.faults.add_spec(args.faults)

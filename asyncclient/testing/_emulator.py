@@ -13,7 +13,7 @@ import msgspec
 
 from ._app import build_app
 from ._clock import Clock, RealClock
-from ._examples import ExampleRun
+from ._examples import EXAMPLE_RUN_ID, example_bodies
 from ._faults import Faults
 from ._samples import RUN_FAILURES, sample_data, sample_status, sample_task
 from ._state import RunState, TaskPlan
@@ -100,6 +100,8 @@ class Emulator:
         # Per key, runs sorted by (createdAt, id) ascending; pages read it from the end.
         self._by_key: dict[str, list[RunState]] = {key: [] for key in keys}
         self._auth: dict[str, str] = {f"Bearer {key}": key for key in keys}
+        # (key, run id) -> the docs' example bodies, without and with events (add_docs_example).
+        self._docs_examples: dict[tuple[str, str], tuple[bytes, bytes]] = {}
         self._counter = 0
         self._app: web.Application | None = None
 
@@ -182,13 +184,12 @@ class Emulator:
         return run_id
 
     def add_docs_example(self, api_key: str | None = None) -> str:
-        """Store the API documentation's example run, ``65f8a9d2c1e4b5a6f7e8d9c0``.
+        """Make the API documentation's example run, ``65f8a9d2c1e4b5a6f7e8d9c0``, answer.
 
-        Each request the documentation shows for it gets the body the documentation prints:
-        ``GET`` without events the ``processing`` snapshot, with ``includeEvents=true`` the
-        ``completed`` one with its timeline, and the list its ``completed`` row. The snapshots
-        never change, so do not watch this run. ``asyncclient emulator`` stores it for the
-        ``demo-key``.
+        ``GET`` of that id then answers what the "Task Status" page prints: without events its
+        ``processing`` snapshot, with ``includeEvents=true`` its ``completed`` one with the
+        timeline. Both never change, so the run is not in the list, and watching it never ends.
+        ``asyncclient emulator`` adds it for its first key.
 
         Args:
             api_key: The owner; defaults to the first key.
@@ -197,15 +198,10 @@ class Emulator:
             The run's id.
 
         Raises:
-            ValueError: On an unknown key, or if the example run is stored already.
+            ValueError: On an unknown key.
         """
-        key = self._key(api_key)
-        run = ExampleRun(key)
-        if run.id in self._runs:
-            raise ValueError(f"run {run.id} is stored already")
-        self._runs[run.id] = run
-        insort(self._by_key[key], run, key=_order_key)
-        return run.id
+        self._docs_examples[self._key(api_key), EXAMPLE_RUN_ID] = example_bodies()
+        return EXAMPLE_RUN_ID
 
     def _key(self, api_key: str | None) -> str:
         if api_key is None:
@@ -367,7 +363,8 @@ class Emulator:
         """Return the body for one run, or ``None`` if the key has no such run."""
         run = self._runs.get(run_id) or self._runs.get(run_id.lower())
         if run is None or run.api_key != api_key:
-            return None
+            example = self._docs_examples.get((api_key, run_id.lower()))
+            return None if example is None else example[include_events]
         return run.render_get(self.clock(), include_events)
 
     def _render_list(self, api_key: str, limit: int, skip: int, status: str | None) -> bytes:

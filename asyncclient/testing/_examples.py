@@ -1,4 +1,4 @@
-"""The API documentation's own example run, answered exactly as the documentation prints it.
+"""The API documentation's example payloads, and the example run the emulator answers with them.
 
 The pages "Task Status" (``GET /browser-agent/{id}``) and "List Tasks"
 (``GET /list-browser-agents``) show one run, ``65f8a9d2c1e4b5a6f7e8d9c0``, in three snapshots
@@ -10,26 +10,22 @@ taken at different moments:
   (:data:`GET_RUN_EVENTS_EXAMPLE`);
 - in the list it is ``completed``, three tasks, 0.41 credits (:data:`LIST_RUNS_EXAMPLE`).
 
-:meth:`Emulator.add_docs_example` stores that run so that each of the three requests gets the
-body its page prints, which lets the documentation's ``curl`` lines and quick start run against
-the emulator as written. The snapshots disagree with each other, as the pages do, and never
-change: the example run is a fixture to read, not a run to watch (without events it stays
-``processing`` for ever).
+:meth:`Emulator.add_docs_example` makes ``GET`` of that id answer the first two bodies, so the
+documentation's ``curl`` lines and quick start print what the pages print. The two snapshots
+disagree, as the pages do, and never change, so the run is kept out of the list: walking or
+watching a key's runs never meets a run that stays ``processing`` for ever.
 
-The payloads are copied from the pages (``/work/shared`` is not on users' machines). The list
-example elides its second and third results (``{"...": "..."}``); they are filled in here from
-the first snapshot, with the third task finished for the remaining 0.12 credits.
+The payloads are copied from the pages (``/work/shared`` is not on users' machines); the tests
+decode every one of them. The list example elides its second and third results
+(``{"...": "..."}``); they are filled in here from the first snapshot, with the third task
+finished for the remaining 0.12 credits.
 """
 
 from __future__ import annotations
 
-import calendar
-import time
 from typing import Any
 
 import msgspec
-
-from ._state import RunState, TaskPlan
 
 __all__ = [
     "EXAMPLE_RUN_ID",
@@ -37,7 +33,7 @@ __all__ = [
     "GET_RUN_EXAMPLE",
     "LIST_RUNS_EXAMPLE",
     "LIST_RUNS_SCHEMA_EXAMPLE",
-    "ExampleRun",
+    "example_bodies",
 ]
 
 EXAMPLE_RUN_ID = "65f8a9d2c1e4b5a6f7e8d9c0"
@@ -165,71 +161,6 @@ LIST_RUNS_SCHEMA_EXAMPLE: dict[str, Any] = {
 """List Tasks (v1 page): the example generated from the schema, every field filled in."""
 
 
-def _epoch_ms(iso: str) -> int:
-    stamp, _, fraction = iso.rstrip("Z").partition(".")
-    seconds = calendar.timegm(time.strptime(stamp, "%Y-%m-%dT%H:%M:%S"))
-    return seconds * 1000 + int(fraction.ljust(3, "0")[:3])
-
-
-class ExampleRun(RunState):
-    """The documentation's example run: each request gets the body its page prints.
-
-    Its tasks are those of the list example, finished long ago, so queue snapshots and status
-    filters see a ``completed`` run; the bodies are the pages' snapshots, whatever the clock.
-    """
-
-    def __init__(self, api_key: str) -> None:
-        """Store the example run for ``api_key``.
-
-        Args:
-            api_key: The key that owns it.
-        """
-        created_ms = _epoch_ms(_CREATED)
-        super().__init__(
-            run_id=EXAMPLE_RUN_ID,
-            api_key=api_key,
-            created_ms=created_ms,
-            plans=[
-                TaskPlan(
-                    url=task["url"],
-                    instruction=task["instruction"],
-                    input={},
-                    finish_after=task["durationMs"] / 1000,
-                    status="SUCCESS",
-                    data=task["data"],
-                    credits=task["creditsUsed"],
-                )
-                for task in (_EXAMPLE_COM, _HACKER_NEWS, _REDDIT_DONE)
-            ],
-            event_bytes=0,
-            fail_with=None,
-            seed="docs-example",
-        )
-        # Finished whatever the clock says (a ManualClock may start before 2026-04-16).
-        self.end_offset = float("-inf")
-        self._plain_body = msgspec.json.encode(GET_RUN_EXAMPLE)
-        self._events_body = msgspec.json.encode(GET_RUN_EVENTS_EXAMPLE)
-        self._row_body = msgspec.Raw(msgspec.json.encode(LIST_RUNS_EXAMPLE["batches"][0]))
-
-    def finish_by(self, elapsed: float) -> bool:
-        """Leave the fixture as it is: it is finished already.
-
-        Args:
-            elapsed: Ignored.
-
-        Returns:
-            False: nothing changed.
-        """
-        return False
-
-    def status_at(self, now: float) -> str:
-        """Return ``completed``, the status of the list example, at any time."""
-        return "completed"
-
-    def render_get(self, now: float, include_events: bool) -> bytes:
-        """Return the Task Status page's body: with events, or the polling snapshot."""
-        return self._events_body if include_events else self._plain_body
-
-    def render_row(self, now: float) -> msgspec.Raw:
-        """Return the List Tasks page's row for this run."""
-        return self._row_body
+def example_bodies() -> tuple[bytes, bytes]:
+    """Return the encoded bodies of the example run: ``(without events, with events)``."""
+    return msgspec.json.encode(GET_RUN_EXAMPLE), msgspec.json.encode(GET_RUN_EVENTS_EXAMPLE)
