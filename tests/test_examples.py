@@ -162,6 +162,7 @@ import aiohttp  # noqa: E402 - the runner above needs none of the test-only impo
 import anyio  # noqa: E402
 import pytest  # noqa: E402
 
+from asyncclient import Client  # noqa: E402
 from asyncclient.testing import Emulator, serve  # noqa: E402
 from asyncclient.testing._examples import (  # noqa: E402
     EXAMPLE_RUN_ID,
@@ -310,3 +311,18 @@ async def test_the_emulator_answers_the_docs_example_run_as_the_docs_print_it() 
     assert page["total"] == 3
     assert EXAMPLE_RUN_ID not in [row["id"] for row in page["batches"]]
     assert EXAMPLE_RUN_ID not in emulator.run_ids()
+
+
+# -- claims of the pages that no other test states ----------------------------------------------
+
+
+async def test_a_walk_of_ten_thousand_runs_costs_103_requests() -> None:
+    """README and history guide: walking 10,000 runs takes 103 list requests (1.03 per 100)."""
+    emulator = Emulator(api_keys=("test-key",))
+    emulator.populate(10_000, event_bytes=0)
+    async with serve(emulator) as server:
+        async with Client(server.api_key, base_url=server.base_url) as client:
+            walk = client.iter_runs()
+            ids = [run.id async for run in walk]
+    assert len(set(ids)) == len(ids) == 10_000
+    assert walk.requests == emulator.requests_by_route["list"] == 103
