@@ -279,11 +279,12 @@ def test_the_pages_have_examples_and_few_are_skipped() -> None:
     assert all(b.output is None or b.lang in ("python", "bash") for b in blocks)
 
 
-def test_the_quick_start_sets_the_variables_the_examples_run_with() -> None:
-    """The quick start starts `asyncclient emulator` and exports the key and URL the tests set."""
-    text = (ROOT / "docs" / "quickstart.md").read_text()
-    assert "asyncclient emulator" in text
-    assert f"export PREDEV_API_KEY={DEMO_KEY} PREDEV_BASE_URL=http://127.0.0.1:8765" in text
+@pytest.mark.parametrize("page", ["README.md", "docs/quickstart.md"])
+def test_the_quick_start_sets_the_variables_the_examples_run_with(page: str) -> None:
+    """The quick starts start `asyncclient emulator` and export the key and URL the tests set."""
+    shell = "".join(b.text for b in page_blocks(ROOT / page) if b.lang == "bash")
+    assert "\nasyncclient emulator " in f"\n{shell}"
+    assert f"export PREDEV_API_KEY={DEMO_KEY} PREDEV_BASE_URL=http://127.0.0.1:8765" in shell
 
 
 async def test_the_emulator_answers_the_docs_example_run_as_the_docs_print_it() -> None:
