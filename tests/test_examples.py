@@ -162,8 +162,8 @@ import aiohttp  # noqa: E402 - the runner above needs none of the test-only impo
 import anyio  # noqa: E402
 import pytest  # noqa: E402
 
-from asyncclient import Client  # noqa: E402
-from asyncclient.testing import Emulator, serve  # noqa: E402
+from asyncclient import APITimeoutError, Client, RetryPolicy, ServerError  # noqa: E402
+from asyncclient.testing import Emulator, Fault, serve  # noqa: E402
 from asyncclient.testing._examples import (  # noqa: E402
     EXAMPLE_RUN_ID,
     GET_RUN_EVENTS_EXAMPLE,
@@ -371,3 +371,30 @@ def test_every_public_name_has_a_docstring_for_the_reference(package: str) -> No
     ]
     assert undocumented == []
     assert len(public) >= 9
+
+
+async def test_the_retry_budget_spends_and_refunds_as_the_pages_say() -> None:
+    """A retry costs 5 tokens (10 after a timeout); a success refunds 1, or its retries' cost."""
+    emulator = Emulator(api_keys=("test-key",))
+    run_id = emulator.create_run(n_tasks=1)
+    retry = RetryPolicy(
+        max_retries=2, initial_delay=0.001, max_delay=0.005, budget=100, retry_cost=5
+    )
+    faults = emulator.faults
+    async with serve(emulator) as server:
+        async with Client(server.api_key, base_url=server.base_url, retry=retry, timeout=0.5) as c:
+            budget = c._transport.budget
+            assert budget is not None
+            faults.add(Fault("status", status=503, times=3))
+            with pytest.raises(ServerError):
+                await c.get_run(run_id)  # two retries, both failed: 10 tokens, none back
+            assert budget.tokens == 90
+            await c.get_run(run_id)  # at once: one back
+            assert budget.tokens == 91
+            faults.add(Fault("status", status=503, times=1))
+            await c.get_run(run_id)  # one retry, then success: its 5 come back
+            assert budget.tokens == 91
+            faults.add(Fault("stall", delay=5.0, times=3))
+            with pytest.raises(APITimeoutError):
+                await c.get_run(run_id)  # two retries after timeouts: 20 tokens
+            assert budget.tokens == 71
