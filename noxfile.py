@@ -1,9 +1,6 @@
-"""One nox session per job: tests, lint, typecheck, docs, bench, demo."""
+"""One nox session per job: tests, lint, typecheck, bench, demo."""
 
 from __future__ import annotations
-
-import ast
-from pathlib import Path
 
 import nox
 
@@ -59,11 +56,28 @@ def typecheck(session: nox.Session) -> None:
 
 
 @nox.session
+def bench(session: nox.Session) -> None:
+    """Standalone benchmarks; pass -- --quick for the short run."""
+    session.install("-e", ".", *BENCH_DEPENDENCIES)
+    session.run("python", "benchmarks/run_all.py", *session.posargs)
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """Start the embedded emulator and watch a few hundred runs with the real client."""
+    session.install("-e", ".[cli]")
+    session.run("asyncclient", "demo", *session.posargs)
+
+
+@nox.session
 def docs(session: nox.Session) -> None:
     """Build the documentation site with warnings as errors, offline, into build/site.
 
     Then check that the API reference shows every public name of the three packages.
     """
+    import ast
+    from pathlib import Path
+
     session.install("-e", ".[docs]")
     session.env["NO_MKDOCS_2_WARNING"] = "1"
     session.run("mkdocs", "build", "--strict", "--site-dir", "build/site")
@@ -85,17 +99,3 @@ def docs(session: nox.Session) -> None:
         missing += [f"{prefix}.{name}" for name in names if f'id="{prefix}.{name}"' not in html]
     if missing:
         session.error(f"not in the API reference: {', '.join(missing)}")
-
-
-@nox.session
-def bench(session: nox.Session) -> None:
-    """Standalone benchmarks; pass -- --quick for the short run."""
-    session.install("-e", ".", *BENCH_DEPENDENCIES)
-    session.run("python", "benchmarks/run_all.py", *session.posargs)
-
-
-@nox.session
-def demo(session: nox.Session) -> None:
-    """Start the embedded emulator and watch a few hundred runs with the real client."""
-    session.install("-e", ".[cli]")
-    session.run("asyncclient", "demo", *session.posargs)

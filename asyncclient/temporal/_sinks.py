@@ -350,7 +350,6 @@ class SQLiteSink(_SinkBase):
             raise SinkError(f"{self.name}: {exc}") from exc
 
     async def open(self) -> None:
-        """Connect and create the tables if missing (see :meth:`Sink.open`)."""
         if self._conn is not None:
             return
         self._limiter = anyio.CapacityLimiter(1)
@@ -376,7 +375,6 @@ class SQLiteSink(_SinkBase):
         return conn
 
     async def aclose(self) -> None:
-        """Disconnect; safe to call twice (see :meth:`Sink.aclose`)."""
         conn, self._conn = self._conn, None
         if conn is not None:
             await self._run(conn.close)
@@ -388,7 +386,6 @@ class SQLiteSink(_SinkBase):
         return self._conn
 
     async def store_many(self, results: Sequence[RunResult], *, by: StoredBy) -> set[str]:
-        """Store results in one transaction, each unless stored already (`Sink.store_many`)."""
         rows = _distinct(results)
         if not rows:
             return set()
@@ -424,7 +421,6 @@ class SQLiteSink(_SinkBase):
         return stored
 
     async def has(self, run_ids: Iterable[str]) -> set[str]:
-        """Which of ``run_ids`` are stored (see :meth:`Sink.has`)."""
         ids = list(dict.fromkeys(run_ids))
         if not ids:
             return set()
@@ -439,7 +435,6 @@ class SQLiteSink(_SinkBase):
         return found
 
     async def count(self, *, batch_id: str | None = None) -> int:
-        """How many results are stored, by ``batch_id`` only if given (:meth:`Sink.count`)."""
         return await self._run(self._count, batch_id)
 
     def _count(self, batch_id: str | None) -> int:
@@ -452,7 +447,6 @@ class SQLiteSink(_SinkBase):
         return int(row[0])
 
     async def get(self, run_id: str) -> StoredResult | None:
-        """The stored result of one run, or ``None`` (see :meth:`Sink.get`)."""
         return await self._run(self._get, run_id.lower())
 
     def _get(self, run_id: str) -> StoredResult | None:
@@ -476,7 +470,6 @@ class SQLiteSink(_SinkBase):
         )
 
     async def record_attempt(self, record: AttemptRecord) -> None:
-        """Record that an activity attempt began (see :meth:`Sink.record_attempt`)."""
         await self._run(self._record_attempt, record)
 
     def _record_attempt(self, record: AttemptRecord) -> None:
@@ -496,7 +489,6 @@ class SQLiteSink(_SinkBase):
         )
 
     async def attempts(self, *, batch_id: str | None = None) -> list[AttemptRecord]:
-        """The recorded attempts, by batch, shard and attempt (see :meth:`Sink.attempts`)."""
         return await self._run(self._attempts, batch_id)
 
     def _attempts(self, batch_id: str | None) -> list[AttemptRecord]:
@@ -585,7 +577,6 @@ class PostgresSink(_SinkBase):
         return _redact(self._conninfo)
 
     async def open(self) -> None:
-        """Connect and create the tables if missing (see :meth:`Sink.open`)."""
         if self._pool is not None:
             return
         try:
@@ -616,7 +607,6 @@ class PostgresSink(_SinkBase):
         self._pool = pool
 
     async def aclose(self) -> None:
-        """Disconnect; safe to call twice (see :meth:`Sink.aclose`)."""
         pool, self._pool = self._pool, None
         if pool is not None:
             await pool.close()
@@ -642,7 +632,6 @@ class PostgresSink(_SinkBase):
             raise SinkError(f"{self.name}: {exc}") from exc
 
     async def store_many(self, results: Sequence[RunResult], *, by: StoredBy) -> set[str]:
-        """Store results in one transaction, each unless stored already (`Sink.store_many`)."""
         rows = _distinct(results)
         if not rows:
             return set()
@@ -671,7 +660,6 @@ class PostgresSink(_SinkBase):
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def has(self, run_ids: Iterable[str]) -> set[str]:
-        """Which of ``run_ids`` are stored (see :meth:`Sink.has`)."""
         ids = list(dict.fromkeys(run_ids))
         found: set[str] = set()
         for start in range(0, len(ids), _CHUNK):
@@ -683,7 +671,6 @@ class PostgresSink(_SinkBase):
         return found
 
     async def count(self, *, batch_id: str | None = None) -> int:
-        """How many results are stored, by ``batch_id`` only if given (:meth:`Sink.count`)."""
         if batch_id is None:
             rows = await self._fetch("SELECT count(*) FROM predev_results", ())
         else:
@@ -694,7 +681,6 @@ class PostgresSink(_SinkBase):
         return int(rows[0][0])
 
     async def get(self, run_id: str) -> StoredResult | None:
-        """The stored result of one run, or ``None`` (see :meth:`Sink.get`)."""
         rows = await self._fetch(
             "SELECT run_id, status, body, stored_at, batch_id, shard, attempt, worker "
             "FROM predev_results WHERE run_id = %s",
@@ -712,7 +698,6 @@ class PostgresSink(_SinkBase):
         )
 
     async def record_attempt(self, record: AttemptRecord) -> None:
-        """Record that an activity attempt began (see :meth:`Sink.record_attempt`)."""
         await self._fetch(
             "INSERT INTO predev_attempts "
             "(batch_id, shard, attempt, worker, started_at, already_stored, resumed_stored) "
@@ -729,7 +714,6 @@ class PostgresSink(_SinkBase):
         )
 
     async def attempts(self, *, batch_id: str | None = None) -> list[AttemptRecord]:
-        """The recorded attempts, by batch, shard and attempt (see :meth:`Sink.attempts`)."""
         query = (
             "SELECT batch_id, shard, attempt, worker, already_stored, resumed_stored, started_at "
             "FROM predev_attempts"
