@@ -329,8 +329,17 @@ async def test_a_walk_of_ten_thousand_runs_costs_103_requests() -> None:
     assert walk.requests == emulator.requests_by_route["list"] == 103
 
 
+def _module_file(package: Path, module: str) -> Path:
+    """The file of a relative import's module: ``_x.py``, or ``_x/__init__.py``."""
+    path = package.joinpath(*module.split("."))
+    return path.with_suffix(".py") if path.with_suffix(".py").exists() else path / "__init__.py"
+
+
 def _documented(module: Path, name: str) -> bool:
-    """Whether ``name`` is defined in ``module`` with a docstring (an attribute's follows it)."""
+    """Whether ``name`` is defined in ``module`` (or where it imports it from) with a docstring.
+
+    An attribute's docstring is the string right after it.
+    """
     body = ast.parse(module.read_text(encoding="utf-8")).body
     for index, node in enumerate(body):
         if isinstance(node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
@@ -345,6 +354,13 @@ def _documented(module: Path, name: str) -> bool:
                     and isinstance(after.value, ast.Constant)
                     and isinstance(after.value.value, str)
                 )
+        elif (
+            isinstance(node, ast.ImportFrom)
+            and node.level == 1
+            and node.module
+            and any((alias.asname or alias.name) == name for alias in node.names)
+        ):
+            return _documented(_module_file(module.parent, node.module), name)
     return False
 
 
@@ -359,15 +375,9 @@ def test_every_public_name_has_a_docstring_for_the_reference(package: str) -> No
         if isinstance(node, ast.Assign)
         and any(isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets)
     )
-    where = {
-        alias.asname or alias.name: ROOT / package / f"{node.module}.py"
-        for node in tree.body
-        if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module
-        for alias in node.names
-    }
     # __version__ is shown with its value; the reference page names it.
     undocumented = [
-        name for name in public if name != "__version__" and not _documented(where[name], name)
+        name for name in public if name != "__version__" and not _documented(init, name)
     ]
     assert undocumented == []
     assert len(public) >= 9
