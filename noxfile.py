@@ -124,3 +124,35 @@ def demo(session: nox.Session) -> None:
     """Start the embedded emulator and watch a few hundred runs with the real client."""
     session.install("-e", ".[cli]")
     session.run("asyncclient", "demo", *session.posargs)
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Build the documentation site with warnings as errors, offline, into build/site.
+
+    Then check that the API reference shows every public name of the three packages.
+    """
+    import ast
+    from pathlib import Path
+
+    session.install("-e", ".[docs]")
+    session.env["NO_MKDOCS_2_WARNING"] = "1"
+    session.run("mkdocs", "build", "--strict", "--site-dir", "build/site")
+    missing = []
+    for package, page in [
+        ("asyncclient", "asyncclient"),
+        ("asyncclient/testing", "testing"),
+        ("asyncclient/temporal", "temporal"),
+    ]:
+        tree = ast.parse(Path(package, "__init__.py").read_text(encoding="utf-8"))
+        names = next(
+            ast.literal_eval(node.value)
+            for node in tree.body
+            if isinstance(node, ast.Assign)
+            and any(isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets)
+        )
+        html = Path("build", "site", "reference", page, "index.html").read_text(encoding="utf-8")
+        prefix = package.replace("/", ".")
+        missing += [f"{prefix}.{name}" for name in names if f'id="{prefix}.{name}"' not in html]
+    if missing:
+        session.error(f"not in the API reference: {', '.join(missing)}")

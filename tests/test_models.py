@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from datetime import datetime, timezone
 from typing import Any
 
+import aiohttp
+import anyio
 import msgspec
 import pytest
 
 from asyncclient import EventType, Run, RunnerEvent, RunPage, RunStatus, TaskResult, TaskStatus
 from asyncclient._models import run_decoder, run_page_decoder
+from asyncclient.testing import Emulator, ManualClock, serve
+from asyncclient.testing import _examples as docs
 
 # The example bodies from get-run.md and list-runs.md, byte for byte.
 GET_RUN_PROCESSING = b"""{
@@ -533,3 +539,173 @@ def test_run_requires_an_id() -> None:
     """A body without a run id is not a run."""
     with pytest.raises(msgspec.ValidationError, match="id"):
         run_decoder.decode(b'{"status": "completed"}')
+
+
+# -- what msgspec.json.encode(run) writes -------------------------------------------------------
+
+# Every field the SDK knows, with the value it takes when a payload leaves the field out.
+_TASK_DEFAULTS: dict[str, Any] = {
+    "url": "",
+    "instruction": "",
+    "input": {},
+    "status": "PENDING",
+    "data": None,
+    "creditsUsed": 0.0,
+    "durationMs": None,
+    "error": None,
+    "events": None,
+}
+_RUN_DEFAULTS: dict[str, Any] = {
+    "total": 0,
+    "completed": 0,
+    "results": [],
+    "totalCreditsUsed": 0.0,
+    "status": "processing",
+    "createdAt": None,
+    "completedAt": None,
+    "liveEvents": None,
+    "error": None,
+}
+
+
+def _stamp(value: str | None) -> str | None:
+    """A timestamp as msgspec writes it: microseconds when the instant has any, then ``Z``."""
+    if value is None:
+        return None
+    return _utc(value).isoformat().replace("+00:00", "Z")
+
+
+def _event_as_written(event: dict[str, Any]) -> dict[str, Any]:
+    written: dict[str, Any] = {k: event[k] for k in ("type", "data") if k in event}
+    if "ts" in event:
+        written["ts"] = _stamp(event["ts"])
+    return written
+
+
+def _task_as_written(task: dict[str, Any] | None) -> dict[str, Any] | None:
+    if task is None:
+        return None
+    written = {name: task.get(name, default) for name, default in _TASK_DEFAULTS.items()}
+    if written["events"] is not None:
+        written["events"] = [_event_as_written(e) for e in written["events"]]
+    return written
+
+
+def _run_as_written(run: dict[str, Any]) -> dict[str, Any]:
+    """What the README says ``msgspec.json.encode(run)`` writes for a run received as ``run``."""
+    written = {"id": run["id"]}
+    written |= {name: run.get(name, default) for name, default in _RUN_DEFAULTS.items()}
+    written["results"] = [_task_as_written(t) for t in written["results"]]
+    written["createdAt"] = _stamp(written["createdAt"])
+    written["completedAt"] = _stamp(written["completedAt"])
+    if written["liveEvents"] is not None:
+        written["liveEvents"] = [[_event_as_written(e) for e in s] for s in written["liveEvents"]]
+    return written
+
+
+def _docs_runs() -> list[Any]:
+    """Every run of the API pages' examples, as the pages print it."""
+    runs = [
+        pytest.param(docs.GET_RUN_EXAMPLE, id="get-run"),
+        pytest.param(docs.GET_RUN_EVENTS_EXAMPLE, id="get-run-events"),
+        pytest.param(msgspec.json.decode(PROCESSING_WITH_LIVE_EVENTS), id="live-events"),
+    ]
+    for name, page in [
+        ("list-runs", docs.LIST_RUNS_EXAMPLE),
+        ("list-runs-elided", msgspec.json.decode(LIST_RUNS_EXAMPLE)),
+        ("list-runs-v1-schema", docs.LIST_RUNS_SCHEMA_EXAMPLE),
+        ("list-row-processing", msgspec.json.decode(LIST_ROW_PROCESSING)),
+    ]:
+        runs += [pytest.param(row, id=f"{name}-{i}") for i, row in enumerate(page["batches"])]
+    return runs
+
+
+def test_the_emulators_copies_of_the_docs_examples_match_the_pages() -> None:
+    """The example bodies the emulator serves are the pages' bodies (list: elisions filled)."""
+    assert msgspec.json.decode(GET_RUN_PROCESSING) == docs.GET_RUN_EXAMPLE
+    assert msgspec.json.decode(GET_RUN_WITH_EVENTS) == docs.GET_RUN_EVENTS_EXAMPLE
+    assert msgspec.json.decode(LIST_RUNS_V1_GENERATED) == docs.LIST_RUNS_SCHEMA_EXAMPLE
+    page = msgspec.json.decode(LIST_RUNS_EXAMPLE)
+    ours = docs.LIST_RUNS_EXAMPLE
+    assert {k: v for k, v in page.items() if k != "batches"} == {
+        k: v for k, v in ours.items() if k != "batches"
+    }
+    [row], [our_row] = page["batches"], ours["batches"]
+    assert {k: v for k, v in row.items() if k != "results"} == {
+        k: v for k, v in our_row.items() if k != "results"
+    }
+    assert row["results"][0] == our_row["results"][0]
+    assert row["results"][1:] == [{"...": "..."}, {"...": "..."}]
+    assert sum(t["creditsUsed"] for t in our_row["results"]) == pytest.approx(0.41)
+
+
+@pytest.mark.parametrize("wire", _docs_runs())
+def test_encoding_a_run_writes_what_the_readme_says(wire: dict[str, Any]) -> None:
+    """encode(run) writes every known field in camelCase, left-out ones at their defaults."""
+    run = run_decoder.decode(msgspec.json.encode(wire))
+    encoded = msgspec.json.encode(run)
+    assert msgspec.json.decode(encoded) == _run_as_written(wire)
+    assert run_decoder.decode(encoded) == run
+
+
+def test_encoding_the_docs_pending_stub_fills_in_the_fields_it_left_out() -> None:
+    """The polling example's PENDING stub comes back with input, data, error and events."""
+    run = run_decoder.decode(GET_RUN_PROCESSING)
+    written = msgspec.json.decode(msgspec.json.encode(run))
+    assert written["results"][2] == {
+        "url": "https://www.reddit.com/r/programming",
+        "instruction": "Extract the top 5 post titles.",
+        "input": {},
+        "status": "PENDING",
+        "data": None,
+        "creditsUsed": 0.0,
+        "durationMs": None,
+        "error": None,
+        "events": None,
+    }
+    assert written["createdAt"] == "2026-04-16T18:22:10.224000Z"
+    assert (written["completedAt"], written["liveEvents"], written["error"]) == (None, None, None)
+
+
+def test_encoding_an_event_leaves_out_a_missing_timestamp() -> None:
+    """An event written back keeps type and data, and writes ``ts`` only when it had one."""
+    run = run_decoder.decode(GET_RUN_WITH_EVENTS)
+    written = msgspec.json.decode(msgspec.json.encode(run))
+    assert written["results"][0]["events"][0] == {
+        "type": "navigation",
+        "data": {"url": "https://example.com"},
+    }
+
+
+@pytest.mark.anyio
+async def test_the_clis_json_output_is_what_encoding_the_run_writes() -> None:
+    """`runs get --json` and `runs list --json` print runs as the README says encode(run) does."""
+    emulator = Emulator(api_keys=("test-key",), clock=ManualClock(start=1_776_000_000.0))
+    emulator.add_docs_example()
+    emulator.create_run(n_tasks=3, durations=[0.0, 5.0, 9.0], event_bytes=0)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREDEV_")}
+    python = (sys.executable, "-W", "error", "-m", "asyncclient")
+    example = docs.EXAMPLE_RUN_ID
+    async with serve(emulator) as server:
+        env |= {"PREDEV_API_KEY": server.api_key, "PREDEV_BASE_URL": server.base_url}
+        with anyio.fail_after(30):
+            got = await anyio.run_process([*python, "runs", "get", example, "--json"], env=env)
+            events = await anyio.run_process(
+                [*python, "runs", "get", example, "--events", "--json"], env=env
+            )
+            listed = await anyio.run_process([*python, "runs", "list", "--json"], env=env)
+            async with (
+                aiohttp.ClientSession() as http,
+                http.get(
+                    f"{server.base_url}/list-browser-agents",
+                    headers={"Authorization": f"Bearer {server.api_key}"},
+                ) as response,
+            ):
+                page = await response.json()
+    assert msgspec.json.decode(got.stdout) == _run_as_written(docs.GET_RUN_EXAMPLE)
+    assert msgspec.json.decode(events.stdout) == _run_as_written(docs.GET_RUN_EVENTS_EXAMPLE)
+    [row] = page["batches"]
+    assert row["results"][1:] == [None, None]
+    assert [msgspec.json.decode(line) for line in listed.stdout.splitlines()] == [
+        _run_as_written(row)
+    ]

@@ -5,7 +5,9 @@ Usage::
     python -m asyncclient.testing --port 8765 --api-key demo-key --runs 100 [--speed 10]
         [--faults "503:0.2,reset:0.05,429=1:0.01"]
 
-It prints its base URL on one line, then serves until interrupted (Ctrl-C or SIGTERM).
+It prints its base URL on one line, then serves until interrupted (Ctrl-C or SIGTERM). The
+first key also gets the API documentation's example run ``65f8a9d2c1e4b5a6f7e8d9c0``, answered
+as the documentation prints it (:meth:`Emulator.add_docs_example`).
 """
 
 from __future__ import annotations
@@ -107,6 +109,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         seed=args.seed,
     )
     emulator.populate(args.runs, max_duration=args.max_duration, event_bytes=args.event_bytes)
+    # The documentation's example run, so its curl lines and quick start work as printed.
+    emulator.add_docs_example()
     if args.faults is not None:
         try:
             emulator.faults.add_spec(args.faults)

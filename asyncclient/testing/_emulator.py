@@ -14,6 +14,7 @@ import msgspec
 
 from ._app import build_app
 from ._clock import Clock, RealClock
+from ._examples import EXAMPLE_RUN_ID, example_bodies
 from ._faults import Faults
 from ._samples import RUN_FAILURES, sample_data, sample_status, sample_task
 from ._state import RunState, TaskPlan
@@ -143,6 +144,8 @@ class Emulator:
         # Per key, runs sorted by (createdAt, id) ascending; pages read it from the end.
         self._by_key: dict[str, list[RunState]] = {key: [] for key in keys}
         self._auth: dict[str, str] = {f"Bearer {key}": key for key in keys}
+        # (key, run id) -> the docs' example bodies, without and with events (add_docs_example).
+        self._docs_examples: dict[tuple[str, str], tuple[bytes, bytes]] = {}
         self._counter = 0
         self._app: web.Application | None = None
 
@@ -241,6 +244,26 @@ class Emulator:
         insort(self._by_key[key], run, key=_order_key)
         self._version += 1
         return run_id
+
+    def add_docs_example(self, api_key: str | None = None) -> str:
+        """Make the API documentation's example run, ``65f8a9d2c1e4b5a6f7e8d9c0``, answer.
+
+        ``GET`` of that id then answers what the "Task Status" page prints: without events its
+        ``processing`` snapshot, with ``includeEvents=true`` its ``completed`` one with the
+        timeline. Both never change, so the run is not in the list, and watching it never ends.
+        ``asyncclient emulator`` adds it for its first key.
+
+        Args:
+            api_key: The owner; defaults to the first key.
+
+        Returns:
+            The run's id.
+
+        Raises:
+            ValueError: On an unknown key.
+        """
+        self._docs_examples[self._key(api_key), EXAMPLE_RUN_ID] = example_bodies()
+        return EXAMPLE_RUN_ID
 
     def _key(self, api_key: str | None) -> str:
         if api_key is None:
@@ -403,7 +426,8 @@ class Emulator:
         """Return the body for one run, or ``None`` if the key has no such run."""
         run = self._runs.get(run_id) or self._runs.get(run_id.lower())
         if run is None or run.api_key != api_key:
-            return None
+            example = self._docs_examples.get((api_key, run_id.lower()))
+            return None if example is None else example[include_events]
         return run.render_get(self.clock(), include_events)
 
     def _matching(self, api_key: str, status: str, now: float) -> list[RunState]:
