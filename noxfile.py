@@ -1,7 +1,8 @@
-"""One nox session per job: tests, lowest, lint, typecheck, package, temporal, bench, demo."""
+"""One nox session per job: tests, lowest, lint, typecheck, package, docs, temporal, bench, demo."""
 
 from __future__ import annotations
 
+import ast
 import pathlib
 import tempfile
 
@@ -16,7 +17,7 @@ COVERAGE_PYTHON = "3.11"
 LOWEST_PYTHON = PYTHONS[0]
 
 nox.needs_version = ">=2025.5.1"
-nox.options.sessions = ["tests", "lowest", "lint", "typecheck", "package"]
+nox.options.sessions = ["tests", "lowest", "lint", "typecheck", "package", "docs"]
 nox.options.reuse_existing_virtualenvs = True
 # A claimed Python that is missing fails the run: never download one, never skip it.
 nox.options.download_python = "never"
@@ -132,9 +133,6 @@ def docs(session: nox.Session) -> None:
 
     Then check that the API reference shows every public name of the three packages.
     """
-    import ast
-    from pathlib import Path
-
     session.install("-e", ".[docs]")
     session.env["NO_MKDOCS_2_WARNING"] = "1"
     session.run("mkdocs", "build", "--strict", "--site-dir", "build/site")
@@ -144,14 +142,15 @@ def docs(session: nox.Session) -> None:
         ("asyncclient/testing", "testing"),
         ("asyncclient/temporal", "temporal"),
     ]:
-        tree = ast.parse(Path(package, "__init__.py").read_text(encoding="utf-8"))
+        tree = ast.parse(pathlib.Path(package, "__init__.py").read_text(encoding="utf-8"))
         names = next(
             ast.literal_eval(node.value)
             for node in tree.body
             if isinstance(node, ast.Assign)
             and any(isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets)
         )
-        html = Path("build", "site", "reference", page, "index.html").read_text(encoding="utf-8")
+        built = pathlib.Path("build", "site", "reference", page, "index.html")
+        html = built.read_text(encoding="utf-8")
         prefix = package.replace("/", ".")
         missing += [f"{prefix}.{name}" for name in names if f'id="{prefix}.{name}"' not in html]
     if missing:

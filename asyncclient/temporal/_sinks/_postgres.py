@@ -93,6 +93,7 @@ class PostgresSink(SinkBase):
         return redact_conninfo(self._conninfo)
 
     async def open(self) -> None:
+        """Connect and create the tables if missing (see :meth:`Sink.open`)."""
         if self._pool is not None:
             return
         try:
@@ -123,6 +124,7 @@ class PostgresSink(SinkBase):
         self._pool = pool
 
     async def aclose(self) -> None:
+        """Disconnect; safe to call twice (see :meth:`Sink.aclose`)."""
         pool, self._pool = self._pool, None
         if pool is not None:
             await pool.close()
@@ -148,6 +150,7 @@ class PostgresSink(SinkBase):
             raise SinkError(f"{self.name}: {exc}") from exc
 
     async def store_many(self, results: Sequence[RunResult], *, by: StoredBy) -> set[str]:
+        """Store results in one transaction, each unless stored already (`Sink.store_many`)."""
         rows = distinct(results)
         if not rows:
             return set()
@@ -176,6 +179,7 @@ class PostgresSink(SinkBase):
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def has(self, run_ids: Iterable[str]) -> set[str]:
+        """Which of ``run_ids`` are stored (see :meth:`Sink.has`)."""
         ids = list(dict.fromkeys(run_ids))
         found: set[str] = set()
         for start in range(0, len(ids), CHUNK):
@@ -187,6 +191,7 @@ class PostgresSink(SinkBase):
         return found
 
     async def count(self, *, batch_id: str | None = None) -> int:
+        """How many results are stored, by ``batch_id`` only if given (:meth:`Sink.count`)."""
         if batch_id is None:
             rows = await self._fetch("SELECT count(*) FROM predev_results", ())
         else:
@@ -197,6 +202,7 @@ class PostgresSink(SinkBase):
         return int(rows[0][0])
 
     async def get(self, run_id: str) -> StoredResult | None:
+        """The stored result of one run, or ``None`` (see :meth:`Sink.get`)."""
         rows = await self._fetch(
             "SELECT run_id, status, body, stored_at, batch_id, shard, attempt, worker "
             "FROM predev_results WHERE run_id = %s",
@@ -214,6 +220,7 @@ class PostgresSink(SinkBase):
         )
 
     async def record_attempt(self, record: AttemptRecord) -> None:
+        """Record that an activity attempt began (see :meth:`Sink.record_attempt`)."""
         await self._fetch(
             "INSERT INTO predev_attempts "
             "(batch_id, shard, attempt, worker, started_at, already_stored, resumed_stored) "
@@ -230,6 +237,7 @@ class PostgresSink(SinkBase):
         )
 
     async def attempts(self, *, batch_id: str | None = None) -> list[AttemptRecord]:
+        """The recorded attempts, by batch, shard and attempt (see :meth:`Sink.attempts`)."""
         query = (
             "SELECT batch_id, shard, attempt, worker, already_stored, resumed_stored, started_at "
             "FROM predev_attempts"

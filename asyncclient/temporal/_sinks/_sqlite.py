@@ -103,6 +103,7 @@ class SQLiteSink(SinkBase):
             raise SinkError(f"{self.name}: {exc}") from exc
 
     async def open(self) -> None:
+        """Connect and create the tables if missing (see :meth:`Sink.open`)."""
         if self._conn is not None:
             return
         self._limiter = anyio.CapacityLimiter(1)
@@ -128,6 +129,7 @@ class SQLiteSink(SinkBase):
         return conn
 
     async def aclose(self) -> None:
+        """Disconnect; safe to call twice (see :meth:`Sink.aclose`)."""
         conn, self._conn = self._conn, None
         if conn is not None:
             await self._run(conn.close)
@@ -139,6 +141,7 @@ class SQLiteSink(SinkBase):
         return self._conn
 
     async def store_many(self, results: Sequence[RunResult], *, by: StoredBy) -> set[str]:
+        """Store results in one transaction, each unless stored already (`Sink.store_many`)."""
         rows = distinct(results)
         if not rows:
             return set()
@@ -174,6 +177,7 @@ class SQLiteSink(SinkBase):
         return stored
 
     async def has(self, run_ids: Iterable[str]) -> set[str]:
+        """Which of ``run_ids`` are stored (see :meth:`Sink.has`)."""
         ids = list(dict.fromkeys(run_ids))
         if not ids:
             return set()
@@ -188,6 +192,7 @@ class SQLiteSink(SinkBase):
         return found
 
     async def count(self, *, batch_id: str | None = None) -> int:
+        """How many results are stored, by ``batch_id`` only if given (:meth:`Sink.count`)."""
         return await self._run(self._count, batch_id)
 
     def _count(self, batch_id: str | None) -> int:
@@ -200,6 +205,7 @@ class SQLiteSink(SinkBase):
         return int(row[0])
 
     async def get(self, run_id: str) -> StoredResult | None:
+        """The stored result of one run, or ``None`` (see :meth:`Sink.get`)."""
         return await self._run(self._get, run_id.lower())
 
     def _get(self, run_id: str) -> StoredResult | None:
@@ -223,6 +229,7 @@ class SQLiteSink(SinkBase):
         )
 
     async def record_attempt(self, record: AttemptRecord) -> None:
+        """Record that an activity attempt began (see :meth:`Sink.record_attempt`)."""
         await self._run(self._record_attempt, record)
 
     def _record_attempt(self, record: AttemptRecord) -> None:
@@ -242,6 +249,7 @@ class SQLiteSink(SinkBase):
         )
 
     async def attempts(self, *, batch_id: str | None = None) -> list[AttemptRecord]:
+        """The recorded attempts, by batch, shard and attempt (see :meth:`Sink.attempts`)."""
         return await self._run(self._attempts, batch_id)
 
     def _attempts(self, batch_id: str | None) -> list[AttemptRecord]:
