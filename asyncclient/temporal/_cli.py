@@ -2,13 +2,20 @@
 
 ::
 
-    python -m asyncclient.temporal worker --sink SINK [--address HOST:PORT] [--namespace NS]
-        [--task-queue Q] [--base-url URL] [--api-key KEY] [--max-shards N] [poll options]
+    python -m asyncclient.temporal worker --sink SINK [connection options] [--task-queue Q]
+        [--base-url URL] [--api-key KEY] [--max-shards N] [poll options]
     python -m asyncclient.temporal watch --ids-file FILE --sink SINK [--shards N]
-        [--address HOST:PORT] [--namespace NS] [--task-queue Q] [--attach] [scheduling options]
+        [connection options] [--task-queue Q] [--attach] [scheduling options]
+
+    connection options: [--profile NAME] [--config-file TOML] [--address HOST:PORT]
+        [--namespace NS] [--tls | --no-tls] [--tls-ca PEM] [--tls-cert PEM --tls-key PEM]
+        [--tls-server-name NAME]
 
 The API key comes from ``--api-key`` or, better (argv is visible to every user of the machine),
-from ``PREDEV_API_KEY``; the Temporal address from ``--address`` or ``TEMPORAL_ADDRESS``.
+from ``PREDEV_API_KEY``. The Temporal connection comes from Temporal's client configuration (a
+profile of its TOML file and the ``TEMPORAL_*`` variables, see :mod:`._connect`), which the
+``--address``, ``--namespace``, ``--profile``, ``--config-file`` and ``--tls*`` flags override;
+the Temporal API key only from the profile or ``TEMPORAL_API_KEY``. The two keys never mix.
 
 Exit codes: 0 success (``watch``: every id is stored; ``worker``: stopped by SIGINT/SIGTERM);
 1 the batch failed or ended with ids not stored; 2 a usage error (bad option, unreadable or bad
@@ -22,7 +29,6 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import os
 import signal
 import sys
 import time
@@ -37,6 +43,7 @@ from temporalio.client import WorkflowHandle
 from .._client import Client
 from .._config import API_KEY_ENV, BASE_URL_ENV, POLL_STRATEGIES, PollPolicy
 from ._activities import ShardActivities, _default_identity
+from ._connect import DEFAULT_ADDRESS, DEFAULT_NAMESPACE, TemporalSettings, connect, load_settings
 from ._exceptions import BatchAlreadyStartedError, BatchInputError, SinkError
 from ._planner import BatchSpec, plan_batch, read_ids
 from ._sinks import Sink, open_sink, sink_name
@@ -54,8 +61,6 @@ EXIT_UNREACHABLE = 4
 EXIT_ALREADY_STARTED = 5
 EXIT_INTERRUPTED = 130
 
-ADDRESS_ENV = "TEMPORAL_ADDRESS"
-NAMESPACE_ENV = "TEMPORAL_NAMESPACE"
 DEFAULT_SINK = "sqlite:///predev-results.db"
 
 logger = logging.getLogger("asyncclient.temporal")
@@ -71,16 +76,38 @@ Each takes --help.
 
 
 def _add_temporal_options(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("Temporal")
-    group.add_argument(
-        "--address",
-        default=os.environ.get(ADDRESS_ENV, "localhost:7233"),
-        help=f"the Temporal frontend, host:port (${ADDRESS_ENV}, else localhost:7233)",
+    group = parser.add_argument_group(
+        "Temporal",
+        "Connection settings come from Temporal's client configuration: a profile of its TOML "
+        "file and the TEMPORAL_* environment variables (TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, "
+        "TEMPORAL_API_KEY, TEMPORAL_TLS, TEMPORAL_TLS_CLIENT_CERT_PATH, "
+        "TEMPORAL_TLS_CLIENT_KEY_PATH, TEMPORAL_TLS_SERVER_CA_CERT_PATH, "
+        "TEMPORAL_TLS_SERVER_NAME); these flags override them. The Temporal API key is read "
+        "only from the profile or $TEMPORAL_API_KEY.",
     )
     group.add_argument(
-        "--namespace",
-        default=os.environ.get(NAMESPACE_ENV, "default"),
-        help=f"the Temporal namespace (${NAMESPACE_ENV}, else default)",
+        "--profile", help="the profile of the configuration file ($TEMPORAL_PROFILE, else default)"
+    )
+    group.add_argument(
+        "--config-file",
+        help="Temporal's TOML client configuration ($TEMPORAL_CONFIG_FILE, else "
+        "~/.config/temporalio/temporal.toml)",
+    )
+    group.add_argument(
+        "--address", help=f"the Temporal frontend, host:port (else {DEFAULT_ADDRESS})"
+    )
+    group.add_argument("--namespace", help=f"the Temporal namespace (else {DEFAULT_NAMESPACE})")
+    group.add_argument(
+        "--tls",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="force TLS on or off (else on when an API key or a TLS setting is configured)",
+    )
+    group.add_argument("--tls-ca", metavar="PEM", help="the CA of the server's certificate")
+    group.add_argument("--tls-cert", metavar="PEM", help="the client certificate (mTLS)")
+    group.add_argument("--tls-key", metavar="PEM", help="the client certificate's private key")
+    group.add_argument(
+        "--tls-server-name", metavar="NAME", help="the name on the server's certificate (SNI)"
     )
     group.add_argument(
         "--task-queue",
@@ -92,6 +119,21 @@ def _add_temporal_options(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_SINK,
         help=f"where results go: sqlite:///file.db, sqlite:////abs/file.db or "
         f"postgresql://user:password@host:port/db ({DEFAULT_SINK})",
+    )
+
+
+def _temporal_settings(args: argparse.Namespace) -> TemporalSettings:
+    """The connection settings: the profile and TEMPORAL_* environment, then the flags."""
+    return load_settings(
+        profile=args.profile,
+        config_file=args.config_file,
+        address=args.address,
+        namespace=args.namespace,
+        tls=args.tls,
+        tls_ca=args.tls_ca,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        tls_server_name=args.tls_server_name,
     )
 
 
@@ -220,24 +262,29 @@ def worker_main(argv: Sequence[str], *, prog: str | None = None) -> int:
     except (ValueError, SinkError) as exc:
         parser.error(str(exc))
     try:
+        settings = _temporal_settings(args)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
         api = Client(args.api_key, base_url=args.base_url, poll_policy=policy)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_KEY if "key" in str(exc) else EXIT_USAGE
     try:
-        return asyncio.run(_run_worker(args, api, policy))
+        return asyncio.run(_run_worker(args, settings, api, policy))
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
 
 
-async def _run_worker(args: argparse.Namespace, api: Client, policy: PollPolicy) -> int:
+async def _run_worker(
+    args: argparse.Namespace, settings: TemporalSettings, api: Client, policy: PollPolicy
+) -> int:
     identity = args.identity or _default_identity()
     try:
-        temporal = await TemporalClient.connect(
-            args.address, namespace=args.namespace, identity=identity
-        )
-    except Exception as exc:  # the SDK raises RuntimeError and friends for a failed connect
-        print(f"error: cannot reach Temporal at {args.address}: {exc}", file=sys.stderr)
+        temporal = await connect(settings, identity=identity)
+    except RuntimeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return EXIT_UNREACHABLE
     try:
         sink = open_sink(args.sink)
@@ -262,7 +309,7 @@ async def _run_worker(args: argparse.Namespace, api: Client, policy: PollPolicy)
             async with worker:
                 print(
                     f"worker {identity} ready: task queue {args.task_queue!r} on "
-                    f"{args.address}, sink {sink.name}",
+                    f"{settings.describe()}; sink {sink.name}",
                     flush=True,
                 )
                 await stop.wait()
@@ -294,12 +341,17 @@ def watch_main(argv: Sequence[str], *, prog: str | None = None) -> int:
     if args.timeout is not None and not args.timeout > 0:
         parser.error("--timeout must be > 0")
     try:
-        return asyncio.run(_watch(args))
+        settings = _temporal_settings(args)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        return asyncio.run(_watch(args, settings))
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
 
 
-async def _watch(args: argparse.Namespace) -> int:
+async def _watch(args: argparse.Namespace, settings: TemporalSettings) -> int:
     # Everything that needs no network is checked first.
     try:
         sink = open_sink(args.sink)
@@ -314,9 +366,9 @@ async def _watch(args: argparse.Namespace) -> int:
         return EXIT_UNREACHABLE
     try:
         try:
-            temporal = await TemporalClient.connect(args.address, namespace=args.namespace)
-        except Exception as exc:  # the SDK raises RuntimeError and friends for a failed connect
-            print(f"error: cannot reach Temporal at {args.address}: {exc}", file=sys.stderr)
+            temporal = await connect(settings)
+        except RuntimeError as exc:
+            print(f"error: {exc}", file=sys.stderr)
             return EXIT_UNREACHABLE
         try:
             stored_before = len(await sink.has(ids))
