@@ -199,11 +199,15 @@ async def connect(
         return await TemporalClient.connect(settings.address, **kwargs)
     except Exception as exc:  # the SDK raises RuntimeError and friends for a failed connect
         hint = ""
-        if settings.tls is not False:
+        if isinstance(settings.tls, TLSConfig) and settings.tls.client_cert is None:
             hint = (
-                " (TLS is on: check the server CA, the client certificate and key, and the "
-                "server name)"
+                " (TLS is on without a client certificate: a server that requires one (mTLS) "
+                "closes the connection; give it with TEMPORAL_TLS_CLIENT_CERT_PATH and "
+                "TEMPORAL_TLS_CLIENT_KEY_PATH, --tls-cert and --tls-key, or the profile; else "
+                "check the server CA and name)"
             )
+        elif settings.tls is not False:
+            hint = " (TLS is on: check the server CA, the client certificate and key, the name)"
         elif settings.api_key is not None:
             hint = " (an API key is set but TLS is off)"
         raise RuntimeError(
