@@ -19,8 +19,11 @@ the Temporal API key only from the profile or ``TEMPORAL_API_KEY``. The two keys
 
 Exit codes: 0 success (``watch``: every id is stored; ``worker``: stopped by SIGINT/SIGTERM);
 1 the batch failed or ended with ids not stored; 2 a usage error (bad option, unreadable or bad
-ids file, unknown sink); 3 no API key, or an unusable one; 4 Temporal or the sink could not be
-reached; 5 the batch was started before (``watch`` without ``--attach``); 130 interrupted.
+ids file, unknown sink, unusable Temporal configuration); 3 no API key, or an unusable one
+(``watch``: the batch failed because the API refused a worker's key, 401, or its account,
+402); 4 Temporal or the sink could not be reached; 5 the batch is running or completed already
+(``watch`` without ``--attach``; a failed, terminated or cancelled one is started again); 130
+interrupted.
 """
 
 from __future__ import annotations
@@ -37,17 +40,20 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
+from temporalio.api.enums.v1 import PendingActivityState
+from temporalio.api.workflow.v1 import PendingActivityInfo
 from temporalio.client import Client as TemporalClient
 from temporalio.client import WorkflowHandle
+from temporalio.exceptions import ActivityError, ApplicationError, RetryState
 
 from .._client import Client
 from .._config import API_KEY_ENV, BASE_URL_ENV, POLL_STRATEGIES, PollPolicy
-from ._activities import ShardActivities, _default_identity
+from ._activities import FATAL_ERROR_TYPES, ShardActivities, _default_identity
 from ._connect import DEFAULT_ADDRESS, DEFAULT_NAMESPACE, TemporalSettings, connect, load_settings
 from ._exceptions import BatchAlreadyStartedError, BatchInputError, SinkError
-from ._planner import BatchSpec, plan_batch, read_ids
+from ._planner import BatchSpec, batch_id_for, plan_batch, read_ids
 from ._sinks import Sink, open_sink, sink_name
-from ._starter import DEFAULT_TASK_QUEUE, start_batch
+from ._starter import DEFAULT_TASK_QUEUE, MAX_PARALLEL, start_batch
 from ._worker import create_worker
 from ._workflows import BatchResult
 
@@ -141,7 +147,8 @@ def _worker_parser(prog: str | None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog or "python -m asyncclient.temporal worker",
         description="Run a Temporal worker: it watches shards of batches and stores each result "
-        "once. Stop it with Ctrl-C or SIGTERM; its shards are retried on other workers.",
+        "once. Stop it with Ctrl-C or SIGTERM: it takes no new shard, its shards store what "
+        "they fetched (within --shutdown-grace) and are retried on other workers at once.",
     )
     _add_temporal_options(parser)
     api = parser.add_argument_group("API")
@@ -167,7 +174,21 @@ def _worker_parser(prog: str | None) -> argparse.ArgumentParser:
         "--poll-max-delay", type=float, default=15.0, help="cap of the poll delay (15)"
     )
     work.add_argument(
+        "--max-failed-polls",
+        type=int,
+        default=PollPolicy.max_failed_polls,
+        help="polls of one run in a row that may fail for a passing reason before the run is "
+        f"left to the shard's next attempt ({PollPolicy.max_failed_polls})",
+    )
+    work.add_argument(
         "--strategy", choices=POLL_STRATEGIES, default="auto", help="polling strategy (auto)"
+    )
+    work.add_argument(
+        "--shutdown-grace",
+        type=float,
+        default=30.0,
+        help="seconds SIGTERM waits for the shards in progress to store what they fetched and "
+        "hand over before they are cancelled (30)",
     )
     work.add_argument("--identity", help="this worker's name in Temporal and the sink (pid@host)")
     work.add_argument(
@@ -182,8 +203,10 @@ def _worker_parser(prog: str | None) -> argparse.ArgumentParser:
 def _watch_parser(prog: str | None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog or "python -m asyncclient.temporal watch",
-        description="Start a batch (once: the same ids file into the same sink is refused the "
-        "second time) and follow it by counting stored results until every id is stored.",
+        description="Start a batch and follow it by counting stored results until every id is "
+        "stored. The same ids file into the same sink is refused while it runs and after it "
+        "completed (--attach follows it instead); after it failed, was terminated or "
+        "cancelled, it is started again and skips what the sink holds.",
     )
     parser.add_argument(
         "--ids-file", required=True, help="one run id per line; workers must read the same path"
@@ -192,7 +215,11 @@ def _watch_parser(prog: str | None) -> argparse.ArgumentParser:
     plan = parser.add_argument_group("scheduling")
     plan.add_argument("--shards", type=int, default=10, help="how many shards (10)")
     plan.add_argument(
-        "--max-parallel", type=int, default=50, help="shards watched at once in all (50)"
+        "--max-parallel",
+        type=int,
+        default=50,
+        help=f"shards watched at once in all (50; at most {MAX_PARALLEL:,}, Temporal's limit "
+        "of pending activities per workflow)",
     )
     plan.add_argument(
         "--shards-per-run",
@@ -211,6 +238,13 @@ def _watch_parser(prog: str | None) -> argparse.ArgumentParser:
         type=float,
         default=1.0,
         help="seconds before a failed or timed-out shard is retried, doubling (1)",
+    )
+    plan.add_argument(
+        "--max-attempts",
+        type=int,
+        default=20,
+        help="attempts at one shard before it fails the batch; crashes and worker shutdowns "
+        "count (20: about a quarter of an hour of retries)",
     )
     plan.add_argument(
         "--include-events", action="store_true", help="store runs with their event timelines"
@@ -254,11 +288,14 @@ def worker_main(argv: Sequence[str], *, prog: str | None = None) -> int:
             multiplier=args.poll_multiplier,
             max_delay=args.poll_max_delay,
             max_in_flight=args.max_in_flight,
+            max_failed_polls=args.max_failed_polls,
             strategy=args.strategy,
         )
         sink_name(args.sink)
         if args.max_shards < 1:
             raise ValueError(f"--max-shards must be 1 or more, got {args.max_shards}")
+        if not args.shutdown_grace >= 0:
+            raise ValueError(f"--shutdown-grace must be >= 0, got {args.shutdown_grace}")
     except (ValueError, SinkError) as exc:
         parser.error(str(exc))
     try:
@@ -305,6 +342,7 @@ async def _run_worker(
                 activities,
                 task_queue=args.task_queue,
                 max_concurrent_shards=args.max_shards,
+                graceful_shutdown=args.shutdown_grace,
             )
             async with worker:
                 print(
@@ -313,7 +351,12 @@ async def _run_worker(
                     flush=True,
                 )
                 await stop.wait()
-                logger.info("stopping: shards in progress are retried by other workers")
+                logger.info(
+                    "stopping: no new shards; the shards in progress store what they fetched "
+                    "and are retried on other workers (waiting up to %gs)",
+                    args.shutdown_grace,
+                )
+            logger.info("stopped")
     finally:
         await sink.aclose()
     return EXIT_OK
@@ -340,6 +383,13 @@ def watch_main(argv: Sequence[str], *, prog: str | None = None) -> int:
         parser.error("--interval must be > 0")
     if args.timeout is not None and not args.timeout > 0:
         parser.error("--timeout must be > 0")
+    if not 1 <= args.max_parallel <= MAX_PARALLEL:
+        parser.error(
+            f"--max-parallel must be 1 to {MAX_PARALLEL:,} (Temporal's limit of pending "
+            f"activities per workflow execution), got {args.max_parallel:,}"
+        )
+    if args.max_attempts < 1:
+        parser.error(f"--max-attempts must be 1 or more, got {args.max_attempts}")
     try:
         settings = _temporal_settings(args)
     except ValueError as exc:
@@ -355,7 +405,7 @@ async def _watch(args: argparse.Namespace, settings: TemporalSettings) -> int:
     # Everything that needs no network is checked first.
     try:
         sink = open_sink(args.sink)
-        ids, _ = await anyio.to_thread.run_sync(read_ids, args.ids_file)
+        ids, digest = await anyio.to_thread.run_sync(read_ids, args.ids_file)
     except (SinkError, BatchInputError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -371,7 +421,10 @@ async def _watch(args: argparse.Namespace, settings: TemporalSettings) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_UNREACHABLE
         try:
+            # Before the start, so that every row after it is this execution's: an earlier
+            # execution of the same batch (failed, terminated) may have stored some already.
             stored_before = len(await sink.has(ids))
+            by_batch_before = await sink.count(batch_id=batch_id_for(digest, sink.name))
             spec, workflow, attached = await _start_or_attach(temporal, args, sink)
         except (BatchInputError, ValueError) as exc:
             print(f"error: {exc}", file=sys.stderr)
@@ -386,9 +439,9 @@ async def _watch(args: argparse.Namespace, settings: TemporalSettings) -> int:
             if attached:
                 # Some were stored by this very batch already: count them all, id by id.
                 return len(await sink.has(ids))
-            return stored_before + await sink.count(batch_id=spec.batch_id)
+            return stored_before + await sink.count(batch_id=spec.batch_id) - by_batch_before
 
-        return await _follow(args, sink, spec, workflow, ids, stored)
+        return await _follow(args, temporal, sink, spec, workflow, ids, stored)
     finally:
         await sink.aclose()
 
@@ -411,6 +464,7 @@ async def _start_or_attach(
             shards_per_run=args.shards_per_run,
             heartbeat_timeout=args.heartbeat_timeout,
             retry_initial=args.retry_initial,
+            max_attempts=args.max_attempts,
         )
     except BatchAlreadyStartedError as exc:
         if not args.attach:
@@ -432,6 +486,7 @@ async def _start_or_attach(
 
 async def _follow(
     args: argparse.Namespace,
+    temporal: TemporalClient,
     sink: Sink,
     spec: BatchSpec,
     workflow: _Handle,
@@ -463,11 +518,14 @@ async def _follow(
             count = min(total, await stored())
             rate = (count - last_count) / max(now - last_time, 1e-9)
             last_count, last_time = count, now
+            pending = [] if finished.is_set() else await _pending(temporal, spec.workflow_id)
             print(
                 f"[{now - started_at:7.1f}s] stored {count}/{total} "
-                f"({100.0 * count / total:5.1f}%), {rate:,.0f} runs/s",
+                f"({100.0 * count / total:5.1f}%), {rate:,.0f} runs/s{_pending_line(pending)}",
                 flush=True,
             )
+            for line in _failing_lines(pending):
+                print(line, flush=True)
             if count >= total or finished.is_set():
                 break
             if deadline is not None and now >= deadline:
@@ -476,8 +534,15 @@ async def _follow(
         group.cancel_scope.cancel()
     missing = total - len(await sink.has(ids))
     if outcome and isinstance(outcome[0], BaseException):
-        cause = outcome[0].__cause__ or outcome[0]
-        print(f"error: batch {spec.batch_id} failed: {cause}", file=sys.stderr)
+        why, fatal = _failure_of(outcome[0])
+        print(f"error: batch {spec.batch_id} failed: {why}", file=sys.stderr)
+        if fatal:
+            return EXIT_KEY
+        print(
+            "hint: watch again on the same ids file and sink to run the batch again; what is "
+            "stored stays stored",
+            file=sys.stderr,
+        )
         return EXIT_FAILED
     if missing:
         why = "still watching after --timeout" if timed_out else "the batch ended"
@@ -486,6 +551,60 @@ async def _follow(
     elapsed = time.monotonic() - started_at
     print(f"done: every one of {total} ids is stored ({elapsed:.1f}s)", flush=True)
     return EXIT_OK
+
+
+_SHOWN_FAILING = 5
+
+
+async def _pending(temporal: TemporalClient, workflow_id: str) -> list[PendingActivityInfo]:
+    """The batch's pending shard activities (of its latest run), or none if Temporal won't say."""
+    try:
+        description = await temporal.get_workflow_handle(workflow_id).describe()
+    except Exception:  # RPCError and friends: the progress line goes without it
+        return []
+    return list(description.raw_description.pending_activities)
+
+
+def _pending_line(pending: list[PendingActivityInfo]) -> str:
+    if not pending:
+        return ""
+    waiting = sum(a.state == PendingActivityState.PENDING_ACTIVITY_STATE_SCHEDULED for a in pending)
+    return f"; {len(pending)} shards pending ({len(pending) - waiting} running, {waiting} waiting)"
+
+
+def _failing_lines(pending: list[PendingActivityInfo]) -> list[str]:
+    """One line per shard that has failed before and is being retried: its last failure."""
+    failing = [a for a in pending if a.attempt > 1 and a.last_failure.message]
+    lines = []
+    for info in failing[:_SHOWN_FAILING]:
+        limit = info.maximum_attempts or "no limit"
+        lines.append(
+            f"  {info.activity_id.replace('-', ' ')}: attempt {info.attempt} of {limit}, "
+            f"last failure: {info.last_failure.message}"
+        )
+    if len(failing) > _SHOWN_FAILING:
+        lines.append(f"  and {len(failing) - _SHOWN_FAILING} more shards retrying")
+    return lines
+
+
+def _failure_of(error: BaseException) -> tuple[str, bool]:
+    """Why a batch failed, in one line, and whether no retry could fix it (a refused key)."""
+    messages: list[str] = []
+    fatal = False
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, ApplicationError):
+            fatal = fatal or cause.type in FATAL_ERROR_TYPES
+            messages.append(cause.message)
+        elif (
+            isinstance(cause, ActivityError)
+            and cause.retry_state == RetryState.MAXIMUM_ATTEMPTS_REACHED
+        ):
+            messages.append("every attempt allowed (--max-attempts) was made")
+        cause = cause.__cause__
+    if not messages:
+        messages.append(str(error))
+    return "; ".join(reversed(messages)), fatal
 
 
 def main(argv: Sequence[str] | None = None) -> int:

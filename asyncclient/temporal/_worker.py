@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from temporalio.client import Client as TemporalClient
 from temporalio.worker import Worker
 
@@ -11,6 +13,9 @@ from ._workflows import WatchBatchWorkflow
 
 __all__ = ["create_worker"]
 
+HEARTBEAT_THROTTLE = 5.0
+"""The longest a heartbeat of a shard waits before it is sent (seconds)."""
+
 
 def create_worker(
     client: TemporalClient,
@@ -18,6 +23,7 @@ def create_worker(
     *,
     task_queue: str = DEFAULT_TASK_QUEUE,
     max_concurrent_shards: int = 10,
+    graceful_shutdown: float = 30.0,
 ) -> Worker:
     """A worker for ``task_queue`` that runs the batch workflow and the shard activity.
 
@@ -30,16 +36,24 @@ def create_worker(
         task_queue: the task queue to poll.
         max_concurrent_shards: the most shards this worker watches at once; each polls with
             its own in-flight limit (the policy's ``max_in_flight``).
+        graceful_shutdown: seconds a shutdown waits for the shards in progress (which stop
+            polling, store what they fetched and hand the shard on) before cancelling them.
 
     Returns:
         The worker, not yet running.
     """
     if max_concurrent_shards < 1:
         raise ValueError(f"max_concurrent_shards must be 1 or more, got {max_concurrent_shards}")
+    if not graceful_shutdown >= 0:
+        raise ValueError(f"graceful_shutdown must be >= 0 seconds, got {graceful_shutdown!r}")
     return Worker(
         client,
         task_queue=task_queue,
         workflows=[WatchBatchWorkflow],
         activities=[activities.watch_shard],
         max_concurrent_activities=max_concurrent_shards,
+        graceful_shutdown_timeout=timedelta(seconds=graceful_shutdown),
+        # A terminated or cancelled batch reaches its shards with the next heartbeat's answer:
+        # within seconds, not the SDK's default of up to 80 % of the heartbeat timeout.
+        max_heartbeat_throttle_interval=timedelta(seconds=HEARTBEAT_THROTTLE),
     )

@@ -222,7 +222,13 @@ READY = " ready: "
 
 
 def start_emulator(
-    workdir: Path, *, runs: int, speed: float, max_duration: float, name: str = "emulator"
+    workdir: Path,
+    *,
+    runs: int,
+    speed: float,
+    max_duration: float,
+    name: str = "emulator",
+    faults: str | None = None,
 ) -> Service:
     """``python -m asyncclient.testing`` on a free port; ``extra["base_url"]`` is its URL."""
     argv = [
@@ -241,6 +247,7 @@ def start_emulator(
         str(max_duration),
         "--event-bytes",
         "200",
+        *(["--faults", faults] if faults else []),
     ]
     service = start_service(name, argv, workdir / f"{name}.log")
     service.wait_for("http://", timeout=60)
