@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import sys
 from datetime import timedelta
 
 from temporalio.client import Client as TemporalClient
 from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from ._activities import ShardActivities
 from ._starter import DEFAULT_TASK_QUEUE
@@ -15,6 +17,45 @@ __all__ = ["create_worker"]
 
 HEARTBEAT_THROTTLE = 5.0
 """The longest a heartbeat of a shard waits before it is sent (seconds)."""
+
+_DETERMINISTIC_LIBRARIES = (
+    "aiohappyeyeballs",
+    "aiohttp",
+    "aiosignal",
+    "anyio",
+    "attr",
+    "backoff",
+    "frozenlist",
+    "idna",
+    "msgspec",
+    "multidict",
+    "propcache",
+    "psycopg",
+    "psycopg_pool",
+    "sniffio",
+    "yarl",
+)
+"""Libraries this package imports, which the workflow never calls: the sandbox may share them."""
+
+
+def _sandbox_runner() -> SandboxedWorkflowRunner:
+    """The workflow sandbox, sharing the worker's already imported modules.
+
+    Without this, every workflow run imports the libraries and this package afresh inside its
+    sandbox (about 190 modules). Only the workflow's own module, and the packages above it,
+    are loaded again: the sandbox must load the workflow's code itself to guard it.
+    """
+    workflow_module = WatchBatchWorkflow.__module__
+    parents = {workflow_module.rsplit(".", n)[0] for n in range(1, workflow_module.count("."))}
+    ours = {
+        name
+        for name in sys.modules
+        if name.startswith("asyncclient.") and name != workflow_module and name not in parents
+    }
+    restrictions = SandboxRestrictions.default.with_passthrough_modules(
+        *_DETERMINISTIC_LIBRARIES, *sorted(ours)
+    )
+    return SandboxedWorkflowRunner(restrictions=restrictions)
 
 
 def create_worker(
@@ -50,6 +91,7 @@ def create_worker(
         client,
         task_queue=task_queue,
         workflows=[WatchBatchWorkflow],
+        workflow_runner=_sandbox_runner(),
         activities=[activities.watch_shard],
         max_concurrent_activities=max_concurrent_shards,
         graceful_shutdown_timeout=timedelta(seconds=graceful_shutdown),
