@@ -50,6 +50,7 @@ from .._exceptions import (
 )
 from .._polling import RunUpdate
 from ._exceptions import BatchInputError
+from ._metrics import ShardMeters, counting
 from ._planner import ShardSpec, load_shard
 from ._sinks import AttemptRecord, RunResult, Sink, StoredBy
 
@@ -244,8 +245,11 @@ class ShardActivities:
         activity.heartbeat(progress)
         todo = [run_id for run_id in ids if run_id not in already]
         outcome = _Outcome()
+        meters = ShardMeters(activity.metric_meter(), shard.batch_id, shard.index)
         if todo:
-            await self._watch(todo, shard, progress, info.heartbeat_timeout, outcome)
+            with counting(meters):
+                await self._watch(todo, shard, progress, info.heartbeat_timeout, outcome, meters)
+            meters.deferred.add(outcome.deferred)
         errors, deferred = outcome.errors, outcome.deferred
         if outcome.fatal is not None:
             kind = type(outcome.fatal).__name__
@@ -286,6 +290,7 @@ class ShardActivities:
         progress: ShardProgress,
         heartbeat_timeout: timedelta | None,
         outcome: _Outcome,
+        meters: ShardMeters,
     ) -> None:
         """Watch ``todo`` and store each final result, until done, a refused key or the
         worker's shutdown; whatever was fetched is stored before this returns."""
@@ -298,7 +303,7 @@ class ShardActivities:
         async with anyio.create_task_group() as ticker:
             ticker.start_soon(self._heartbeat_loop, progress, beat)
             async with anyio.create_task_group() as flow:
-                flow.start_soon(self._write, receive, by, progress)
+                flow.start_soon(self._write, receive, by, progress, meters)
                 # Stopping the watch closes the stream: the writer stores what it holds.
                 with anyio.CancelScope() as watching:
                     ticker.start_soon(self._stop_on_shutdown, watching, outcome)
@@ -333,7 +338,11 @@ class ShardActivities:
         watching.cancel()
 
     async def _write(
-        self, receive: MemoryObjectReceiveStream[RunResult], by: StoredBy, progress: ShardProgress
+        self,
+        receive: MemoryObjectReceiveStream[RunResult],
+        by: StoredBy,
+        progress: ShardProgress,
+        meters: ShardMeters,
     ) -> None:
         """Store results in small transactions, heartbeating progress after each."""
         async with receive:
@@ -349,6 +358,7 @@ class ShardActivities:
                 stored = await self._sink.store_many(batch, by=by)
                 progress.in_sink += len(batch)
                 progress.stored += len(stored)
+                meters.stored.add(len(stored))
                 progress.last = [result.run_id for result in batch[-_LAST_IDS:]]
                 activity.heartbeat(progress)
 

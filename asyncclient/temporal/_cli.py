@@ -38,6 +38,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+import aiohttp
 import anyio
 import anyio.to_thread
 from temporalio.api.enums.v1 import PendingActivityState
@@ -45,12 +46,14 @@ from temporalio.api.workflow.v1 import PendingActivityInfo
 from temporalio.client import Client as TemporalClient
 from temporalio.client import WorkflowHandle
 from temporalio.exceptions import ActivityError, ApplicationError, RetryState
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
 from .._client import Client
 from .._config import API_KEY_ENV, BASE_URL_ENV, POLL_STRATEGIES, PollPolicy
 from ._activities import FATAL_ERROR_TYPES, ShardActivities, _default_identity
 from ._connect import DEFAULT_ADDRESS, DEFAULT_NAMESPACE, TemporalSettings, connect, load_settings
 from ._exceptions import BatchAlreadyStartedError, BatchInputError, SinkError
+from ._metrics import request_trace
 from ._planner import BatchSpec, batch_id_for, plan_batch, read_ids
 from ._sinks import Sink, open_sink, sink_name
 from ._starter import DEFAULT_TASK_QUEUE, MAX_PARALLEL, start_batch
@@ -184,6 +187,12 @@ def _worker_parser(prog: str | None) -> argparse.ArgumentParser:
         "--strategy", choices=POLL_STRATEGIES, default="auto", help="polling strategy (auto)"
     )
     work.add_argument(
+        "--metrics-bind",
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics (the Temporal SDK's and this worker's) on "
+        "http://HOST:PORT/metrics (off)",
+    )
+    work.add_argument(
         "--shutdown-grace",
         type=float,
         default=30.0,
@@ -304,22 +313,47 @@ def worker_main(argv: Sequence[str], *, prog: str | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        api = Client(args.api_key, base_url=args.base_url, poll_policy=policy)
+        _api_client(args, policy)  # the key and the URL are checked before any connection
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_KEY if "key" in str(exc) else EXIT_USAGE
     try:
-        return asyncio.run(_run_worker(args, settings, api, policy))
+        runtime = _metrics_runtime(args.metrics_bind) if args.metrics_bind else None
+    except ValueError as exc:
+        parser.error(str(exc))
+    try:
+        return asyncio.run(_run_worker(args, settings, policy, runtime))
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
 
 
+def _api_client(
+    args: argparse.Namespace, policy: PollPolicy, session: aiohttp.ClientSession | None = None
+) -> Client:
+    """The worker's API client (its key from --api-key or PREDEV_API_KEY, never Temporal's)."""
+    return Client(args.api_key, base_url=args.base_url, poll_policy=policy, session=session)
+
+
+def _metrics_runtime(bind: str) -> Runtime:
+    """An SDK runtime that serves its metrics, and ours, on ``http://BIND/metrics``."""
+    host, _, port = bind.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"--metrics-bind must be HOST:PORT, got {bind!r}")
+    try:
+        return Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=bind)))
+    except Exception as exc:  # the SDK's core raises RuntimeError and friends
+        raise ValueError(f"--metrics-bind {bind}: cannot serve metrics there: {exc}") from exc
+
+
 async def _run_worker(
-    args: argparse.Namespace, settings: TemporalSettings, api: Client, policy: PollPolicy
+    args: argparse.Namespace,
+    settings: TemporalSettings,
+    policy: PollPolicy,
+    runtime: Runtime | None,
 ) -> int:
     identity = args.identity or _default_identity()
     try:
-        temporal = await connect(settings, identity=identity)
+        temporal = await connect(settings, identity=identity, runtime=runtime)
     except RuntimeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_UNREACHABLE
@@ -334,8 +368,13 @@ async def _run_worker(
     for signum in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signum, stop.set)
+    # The worker's own session, so that each request is counted for its shard (--metrics-bind).
+    session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=128, ttl_dns_cache=300),
+        trace_configs=[request_trace()],
+    )
     try:
-        async with api:
+        async with session, _api_client(args, policy, session) as api:
             activities = ShardActivities(api, sink, policy=policy, worker=identity)
             worker = create_worker(
                 temporal,
@@ -345,9 +384,10 @@ async def _run_worker(
                 graceful_shutdown=args.shutdown_grace,
             )
             async with worker:
+                metrics = f"; metrics on http://{args.metrics_bind}/metrics" if runtime else ""
                 print(
                     f"worker {identity} ready: task queue {args.task_queue!r} on "
-                    f"{settings.describe()}; sink {sink.name}",
+                    f"{settings.describe()}; sink {sink.name}{metrics}",
                     flush=True,
                 )
                 await stop.wait()

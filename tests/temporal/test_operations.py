@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,30 @@ from temporalio.client import Client as TemporalClient
 
 from asyncclient.temporal import BatchResult, open_sink, start_batch, watch_main
 
-from .services import READY, Service, start_emulator, start_worker, write_ids_file
+from .services import READY, Service, free_port, start_emulator, start_worker, write_ids_file
+
+
+def _scrape(bind: str) -> str:
+    with urllib.request.urlopen(f"http://{bind}/metrics", timeout=10) as response:
+        return str(response.read().decode())
+
+
+def _series(text: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
+    """Prometheus text: each series of the metric ``name``, by its labels."""
+    found: dict[tuple[tuple[str, str], ...], float] = {}
+    for line in text.splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        head, value = line.rsplit(" ", 1)
+        labels: tuple[tuple[str, str], ...] = ()
+        if "{" in head:
+            body = head[head.index("{") + 1 : head.rindex("}")]
+            labels = tuple(
+                (key, raw.strip('"'))
+                for key, raw in (pair.split("=", 1) for pair in body.split(",") if pair)
+            )
+        found[labels] = float(value)
+    return found
 
 
 def _watch_args(address: str, queue: str, sink: str, ids_file: Path, *extra: str) -> list[str]:
@@ -161,12 +185,16 @@ def test_a_terminated_batch_runs_again_and_stores_nothing_twice(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """A batch terminated part-way is started again by watch on the same file and sink: the
-    new execution skips what is stored and every id ends stored once."""
-    emulator = start_emulator(tmp_path, runs=600, speed=2.0, max_duration=20.0)
+    new execution skips what is stored and every id ends stored once; the worker's metrics
+    count each stored run, per shard, and its requests and 429s."""
+    emulator = start_emulator(
+        tmp_path, runs=600, speed=2.0, max_duration=20.0, faults="get/429:0.01"
+    )
     services.append(emulator)
     base_url = emulator.extra["base_url"]
     ids_file = tmp_path / "ids.txt"
     ids = write_ids_file(base_url, ids_file)
+    metrics = f"127.0.0.1:{free_port()}"
     worker = start_worker(
         tmp_path,
         "worker-1",
@@ -174,6 +202,7 @@ def test_a_terminated_batch_runs_again_and_stores_nothing_twice(
         task_queue=task_queue,
         base_url=base_url,
         sink=sqlite_url,
+        extra=("--metrics-bind", metrics),
     )
     services.append(worker)
     worker.wait_for(READY)
@@ -195,3 +224,18 @@ def test_a_terminated_batch_runs_again_and_stores_nothing_twice(
     # more until their next heartbeat told them: the sink took each run from one of them only.
     assert result.progress.already_stored >= before
     assert result.progress.already_stored + result.progress.stored <= len(ids)
+
+    # The one worker stored every run: its metrics say so, per shard, with its requests.
+    scraped = _scrape(metrics)
+    stored_by_shard = _series(scraped, "asyncclient_runs_stored")
+    assert sum(stored_by_shard.values()) == len(ids)
+    assert {labels["shard"] for labels in map(dict, stored_by_shard)} == {"0", "1", "2"}
+    requests = _series(scraped, "asyncclient_requests")
+    ok = sum(n for labels, n in requests.items() if dict(labels)["status"] == "200")
+    refused = sum(n for labels, n in requests.items() if dict(labels)["status"] == "429")
+    assert ok >= len(ids)
+    assert refused > 0
+    assert sum(_series(scraped, "asyncclient_rate_limited").values()) == refused
+    # And the SDK's own: task slots and activity latencies.
+    assert _series(scraped, "temporal_worker_task_slots_available")
+    assert _series(scraped, "temporal_activity_execution_latency_count")
