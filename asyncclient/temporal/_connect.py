@@ -145,8 +145,10 @@ def load_settings(
         )
     use_tls = tls
     if use_tls is None:
-        if base_tls.disabled is not None:
-            use_tls = not base_tls.disabled
+        # ``disabled`` is True only when TLS was turned off (TEMPORAL_TLS=false, ``disabled =
+        # true``); older SDKs say False, not None, when nothing was said.
+        if loaded.tls is not None and loaded.tls.disabled:
+            use_tls = False
         else:
             use_tls = loaded.tls is not None or overridden or loaded.api_key is not None
     tls_config: TLSConfig | bool = False
