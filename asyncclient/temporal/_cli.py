@@ -36,9 +36,8 @@ import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import anyio
 import anyio.to_thread
 from temporalio.api.enums.v1 import PendingActivityState
@@ -53,12 +52,15 @@ from .._config import API_KEY_ENV, BASE_URL_ENV, POLL_STRATEGIES, PollPolicy
 from ._activities import FATAL_ERROR_TYPES, ShardActivities, _default_identity
 from ._connect import DEFAULT_ADDRESS, DEFAULT_NAMESPACE, TemporalSettings, connect, load_settings
 from ._exceptions import BatchAlreadyStartedError, BatchInputError, SinkError
-from ._metrics import request_trace
+from ._metrics import counting_session
 from ._planner import BatchSpec, batch_id_for, plan_batch, read_ids
 from ._sinks import Sink, open_sink, sink_name
 from ._starter import DEFAULT_TASK_QUEUE, MAX_PARALLEL, start_batch
 from ._worker import create_worker
 from ._workflows import BatchResult
+
+if TYPE_CHECKING:
+    import aiohttp
 
 __all__ = ["main", "watch_main", "worker_main"]
 
@@ -369,10 +371,7 @@ async def _run_worker(
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signum, stop.set)
     # The worker's own session, so that each request is counted for its shard (--metrics-bind).
-    session = aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=128, ttl_dns_cache=300),
-        trace_configs=[request_trace()],
-    )
+    session = counting_session()
     try:
         async with session, _api_client(args, policy, session) as api:
             activities = ShardActivities(api, sink, policy=policy, worker=identity)

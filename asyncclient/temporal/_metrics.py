@@ -26,7 +26,7 @@ from types import SimpleNamespace
 import aiohttp
 from temporalio.common import MetricCounter, MetricMeter
 
-__all__ = ["ShardMeters", "counting", "request_trace"]
+__all__ = ["ShardMeters", "counting", "counting_session"]
 
 
 class ShardMeters:
@@ -97,9 +97,13 @@ async def _on_exception(
         meters.response(None)
 
 
-def request_trace() -> aiohttp.TraceConfig:
-    """An aiohttp trace that counts each request for the shard it was made for."""
+def counting_session() -> aiohttp.ClientSession:
+    """A session for the worker's API client that counts each request for the shard it was
+    made for (call it inside the running loop; the caller closes it)."""
     trace = aiohttp.TraceConfig()
     trace.on_request_end.append(_on_end)
     trace.on_request_exception.append(_on_exception)
-    return trace
+    # The transport's own limits: only the trace is added.
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=128, ttl_dns_cache=300), trace_configs=[trace]
+    )
