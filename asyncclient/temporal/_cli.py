@@ -43,7 +43,7 @@ import anyio.to_thread
 from temporalio.api.enums.v1 import PendingActivityState
 from temporalio.api.workflow.v1 import PendingActivityInfo
 from temporalio.client import Client as TemporalClient
-from temporalio.client import WorkflowHandle
+from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
 from temporalio.exceptions import ActivityError, ApplicationError, RetryState
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
@@ -53,7 +53,7 @@ from ._activities import FATAL_ERROR_TYPES, ShardActivities, _default_identity
 from ._connect import DEFAULT_ADDRESS, DEFAULT_NAMESPACE, TemporalSettings, connect, load_settings
 from ._exceptions import BatchAlreadyStartedError, BatchInputError, SinkError
 from ._metrics import counting_session
-from ._planner import BatchSpec, batch_id_for, plan_batch, read_ids
+from ._planner import BatchSpec, batch_id_for, plan_batch, read_ids, workflow_id_for
 from ._sinks import Sink, open_sink, sink_name
 from ._starter import DEFAULT_TASK_QUEUE, MAX_PARALLEL, start_batch
 from ._worker import create_worker
@@ -463,8 +463,16 @@ async def _watch(args: argparse.Namespace, settings: TemporalSettings) -> int:
             # Before the start, so that every row after it is this execution's: an earlier
             # execution of the same batch (failed, terminated) may have stored some already.
             stored_before = len(await sink.has(ids))
-            by_batch_before = await sink.count(batch_id=batch_id_for(digest, sink.name))
+            batch_id = batch_id_for(digest, sink.name)
+            by_batch_before = await sink.count(batch_id=batch_id)
+            ended = await _ended_before(temporal, batch_id)
             spec, workflow, attached = await _start_or_attach(temporal, args, sink)
+            if ended is not None and not attached:
+                print(
+                    f"this batch ran before and ended {ended}: started again; the "
+                    f"{stored_before} ids the sink holds are skipped",
+                    flush=True,
+                )
         except (BatchInputError, ValueError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_USAGE
@@ -593,6 +601,22 @@ async def _follow(
 
 
 _SHOWN_FAILING = 5
+_RERUN_STATUSES = {
+    WorkflowExecutionStatus.FAILED: "failed",
+    WorkflowExecutionStatus.TERMINATED: "terminated",
+    WorkflowExecutionStatus.CANCELED: "cancelled",
+    WorkflowExecutionStatus.TIMED_OUT: "timed out",
+}
+
+
+async def _ended_before(temporal: TemporalClient, batch_id: str) -> str | None:
+    """How the batch's last execution ended if it may be started again, else ``None``."""
+    workflow_id = workflow_id_for(batch_id)
+    try:
+        description = await temporal.get_workflow_handle(workflow_id).describe()
+    except Exception:  # not found (never started, or forgotten), or Temporal won't say
+        return None
+    return _RERUN_STATUSES.get(description.status) if description.status else None
 
 
 async def _pending(temporal: TemporalClient, workflow_id: str) -> list[PendingActivityInfo]:

@@ -107,6 +107,7 @@ def test_a_refused_key_fails_the_batch_at_once_and_the_batch_can_run_again(
     worker("worker-good-key")
     assert watch_main(args) == 0
     again = capsys.readouterr().out
+    assert "this batch ran before and ended failed: started again" in again
     assert f"done: every one of {len(ids)} ids is stored" in again
     count, stored = asyncio.run(_count(sqlite_url, ids))
     assert count == len(ids)
@@ -214,6 +215,7 @@ def test_a_terminated_batch_runs_again_and_stores_nothing_twice(
     assert watch_main(args) == 0
 
     out = capsys.readouterr().out
+    assert "this batch ran before and ended terminated: started again" in out
     assert f"done: every one of {len(ids)} ids is stored" in out
     count, stored = asyncio.run(_count(sqlite_url, ids))
     assert count == len(ids)
