@@ -214,6 +214,12 @@ class ShardActivities:
                 type="SinkMismatchError",
                 non_retryable=True,
             )
+        if activity.is_worker_shutdown():
+            # A poll still out when the shutdown began can bring a shard: hand it on untouched.
+            raise ApplicationError(
+                f"shard {shard.index}: worker {self.worker} is shutting down; not begun",
+                type=SHUTDOWN_ERROR_TYPE,
+            )
         try:
             ids = await anyio.to_thread.run_sync(load_shard, shard)
         except BatchInputError as exc:

@@ -291,6 +291,21 @@ async def test_a_worker_shutdown_stores_what_was_fetched_and_hands_the_shard_on(
     assert beats[-1].in_sink == len(finished)
 
 
+async def test_a_shard_that_reaches_a_worker_shutting_down_is_handed_on_untouched(
+    client: Client, sink: SQLiteSink, batch: BatchSpec
+) -> None:
+    """A shard delivered while the worker shuts down is not begun: no attempt recorded, no
+    poll, a retryable WorkerShutdownError."""
+    activities = ShardActivities(client, sink, policy=POLICY)
+    env = _environment(attempt=2)
+    env.worker_shutdown()
+    with pytest.raises(ApplicationError) as caught:
+        await env.run(activities.watch_shard, batch.shard(0))
+    assert caught.value.type == "WorkerShutdownError"
+    assert not caught.value.non_retryable
+    assert await sink.attempts(batch_id=batch.batch_id) == []
+
+
 def _status(cls: type[Any], status: int) -> Exception:
     error: Exception = cls(status=status, method="GET", path="/browser-agent/x", message="m")
     return error
