@@ -13,7 +13,14 @@ reported; they are logged and recorded with the attempt so a resume can be seen 
 A run that cannot be watched for good (404, another refusal, a body that is not a run) is
 stored with status ``error``. A run whose polls kept failing for a passing reason (connection
 errors, 5xx, 429) is not stored: the attempt fails at the end, with the others stored, and
-Temporal retries the shard for the rest.
+Temporal retries the shard for the rest. A refused key (401) or an account that cannot pay
+(402) is no passing reason: no retry can fix it, so the attempt stops at once and fails the
+shard for good (``non_retryable``), with its type (``AuthenticationError``,
+``PaymentRequiredError``) for the batch to report.
+
+When the worker shuts down (SIGTERM), the attempt stops watching, stores every result it has
+already fetched, heartbeats and fails with ``WorkerShutdownError`` so that Temporal retries the
+shard on another worker at once instead of after the heartbeat timeout.
 """
 
 from __future__ import annotations
@@ -34,9 +41,16 @@ from temporalio.exceptions import ApplicationError
 
 from .._client import Client
 from .._config import RETRY_STATUSES, PollPolicy
-from .._exceptions import APIStatusError, AuthenticationError, NotFoundError, ResponseDecodeError
+from .._exceptions import (
+    APIStatusError,
+    AuthenticationError,
+    NotFoundError,
+    PaymentRequiredError,
+    ResponseDecodeError,
+)
 from .._polling import RunUpdate
 from ._exceptions import BatchInputError
+from ._metrics import ShardMeters, counting
 from ._planner import ShardSpec, load_shard
 from ._sinks import AttemptRecord, RunResult, Sink, StoredBy
 
@@ -45,6 +59,12 @@ __all__ = ["ShardActivities", "ShardProgress", "ShardResult"]
 WATCH_SHARD = "watch_shard"
 """The activity's registered name."""
 _LAST_IDS = 5
+FATAL_ERROR_TYPES = ("AuthenticationError", "PaymentRequiredError")
+"""The failure types of a shard that no retry can fix: the key is refused, the account cannot
+pay. They end the batch."""
+_FATAL = (AuthenticationError, PaymentRequiredError)
+SHUTDOWN_ERROR_TYPE = "WorkerShutdownError"
+"""The failure type of an attempt stopped by its worker's shutdown (retried elsewhere)."""
 
 
 @dataclass(frozen=True)
@@ -106,6 +126,17 @@ class ShardProgress:
             )
         except (TypeError, ValueError):
             return None
+
+
+@dataclass
+class _Outcome:
+    """How one attempt's watch ended."""
+
+    errors: int = 0
+    deferred: int = 0
+    fatal: APIStatusError | None = None
+    shutdown: bool = False
+    complete: bool = False
 
 
 def _default_identity() -> str:
@@ -183,6 +214,12 @@ class ShardActivities:
                 type="SinkMismatchError",
                 non_retryable=True,
             )
+        if activity.is_worker_shutdown():
+            # A poll still out when the shutdown began can bring a shard: hand it on untouched.
+            raise ApplicationError(
+                f"shard {shard.index}: worker {self.worker} is shutting down; not begun",
+                type=SHUTDOWN_ERROR_TYPE,
+            )
         try:
             ids = await anyio.to_thread.run_sync(load_shard, shard)
         except BatchInputError as exc:
@@ -213,9 +250,28 @@ class ShardActivities:
         progress = ShardProgress(ids=len(ids), in_sink=len(already), attempt=info.attempt)
         activity.heartbeat(progress)
         todo = [run_id for run_id in ids if run_id not in already]
-        errors = deferred = 0
+        outcome = _Outcome()
+        meters = ShardMeters(activity.metric_meter(), shard.batch_id, shard.index)
         if todo:
-            errors, deferred = await self._watch(todo, shard, progress, info.heartbeat_timeout)
+            with counting(meters):
+                await self._watch(todo, shard, progress, info.heartbeat_timeout, outcome, meters)
+            meters.deferred.add(outcome.deferred)
+        errors, deferred = outcome.errors, outcome.deferred
+        if outcome.fatal is not None:
+            kind = type(outcome.fatal).__name__
+            raise ApplicationError(
+                f"shard {shard.index}: the API refused this worker's key ({outcome.fatal}); "
+                "no retry can fix that: fix the key or the account, then start the batch again",
+                type=kind,
+                non_retryable=True,
+            )
+        if outcome.shutdown and not outcome.complete:
+            activity.heartbeat(progress)
+            raise ApplicationError(
+                f"shard {shard.index}: worker {self.worker} is shutting down; {progress.stored} "
+                "stored by this attempt, the shard is retried for the rest",
+                type=SHUTDOWN_ERROR_TYPE,
+            )
         if deferred:
             raise ApplicationError(
                 f"shard {shard.index}: {deferred} runs kept failing for a passing reason "
@@ -239,39 +295,60 @@ class ShardActivities:
         shard: ShardSpec,
         progress: ShardProgress,
         heartbeat_timeout: timedelta | None,
-    ) -> tuple[int, int]:
-        """Watch ``todo`` and store each final result; returns ``(errors, deferred)``."""
+        outcome: _Outcome,
+        meters: ShardMeters,
+    ) -> None:
+        """Watch ``todo`` and store each final result, until done, a refused key or the
+        worker's shutdown; whatever was fetched is stored before this returns."""
         by = StoredBy(shard.batch_id, shard.index, progress.attempt, self.worker)
         # Beat well inside the timeout; the SDK itself sends at most one beat per 80 % of it.
-        beat = 10.0
+        beat = 5.0
         if heartbeat_timeout is not None:
             beat = min(beat, max(0.05, heartbeat_timeout.total_seconds() / 4))
-        errors = deferred = 0
         send, receive = anyio.create_memory_object_stream[RunResult](2 * self._flush_size)
         async with anyio.create_task_group() as ticker:
             ticker.start_soon(self._heartbeat_loop, progress, beat)
             async with anyio.create_task_group() as flow:
-                flow.start_soon(self._write, receive, by, progress)
-                async with (
-                    send,
-                    self._client.watch(
-                        todo, include_events=shard.include_events, policy=self._policy
-                    ) as watcher,
-                ):
-                    async for update in watcher:
-                        if not update.final:
-                            continue
-                        result = _result_of(update)
-                        if result is None:
-                            deferred += 1
-                            continue
-                        errors += result.status == "error"
-                        await send.send(result)
+                flow.start_soon(self._write, receive, by, progress, meters)
+                # Stopping the watch closes the stream: the writer stores what it holds.
+                with anyio.CancelScope() as watching:
+                    ticker.start_soon(self._stop_on_shutdown, watching, outcome)
+                    try:
+                        async with (
+                            send,
+                            self._client.watch(
+                                todo, include_events=shard.include_events, policy=self._policy
+                            ) as watcher,
+                        ):
+                            async for update in watcher:
+                                if not update.final:
+                                    continue
+                                if isinstance(update.error, _FATAL):
+                                    raise update.error
+                                result = _result_of(update)
+                                if result is None:
+                                    outcome.deferred += 1
+                                    continue
+                                outcome.errors += result.status == "error"
+                                await send.send(result)
+                            outcome.complete = True
+                    except _FATAL as exc:  # the watch stops at the first 401 by itself
+                        outcome.fatal = exc
             ticker.cancel_scope.cancel()
-        return errors, deferred
+
+    @staticmethod
+    async def _stop_on_shutdown(watching: anyio.CancelScope, outcome: _Outcome) -> None:
+        """Stop the watch when the worker begins to shut down."""
+        await activity.wait_for_worker_shutdown()
+        outcome.shutdown = True
+        watching.cancel()
 
     async def _write(
-        self, receive: MemoryObjectReceiveStream[RunResult], by: StoredBy, progress: ShardProgress
+        self,
+        receive: MemoryObjectReceiveStream[RunResult],
+        by: StoredBy,
+        progress: ShardProgress,
+        meters: ShardMeters,
     ) -> None:
         """Store results in small transactions, heartbeating progress after each."""
         async with receive:
@@ -287,6 +364,7 @@ class ShardActivities:
                 stored = await self._sink.store_many(batch, by=by)
                 progress.in_sink += len(batch)
                 progress.stored += len(stored)
+                meters.stored.add(len(stored))
                 progress.last = [result.run_id for result in batch[-_LAST_IDS:]]
                 activity.heartbeat(progress)
 

@@ -2,18 +2,28 @@
 
 ::
 
-    python -m asyncclient.temporal worker --sink SINK [--address HOST:PORT] [--namespace NS]
-        [--task-queue Q] [--base-url URL] [--api-key KEY] [--max-shards N] [poll options]
+    python -m asyncclient.temporal worker --sink SINK [connection options] [--task-queue Q]
+        [--base-url URL] [--api-key KEY] [--max-shards N] [poll options]
     python -m asyncclient.temporal watch --ids-file FILE --sink SINK [--shards N]
-        [--address HOST:PORT] [--namespace NS] [--task-queue Q] [--attach] [scheduling options]
+        [connection options] [--task-queue Q] [--attach] [scheduling options]
+
+    connection options: [--profile NAME] [--config-file TOML] [--address HOST:PORT]
+        [--namespace NS] [--tls | --no-tls] [--tls-ca PEM] [--tls-cert PEM --tls-key PEM]
+        [--tls-server-name NAME]
 
 The API key comes from ``--api-key`` or, better (argv is visible to every user of the machine),
-from ``PREDEV_API_KEY``; the Temporal address from ``--address`` or ``TEMPORAL_ADDRESS``.
+from ``PREDEV_API_KEY``. The Temporal connection comes from Temporal's client configuration (a
+profile of its TOML file and the ``TEMPORAL_*`` variables, see :mod:`._connect`), which the
+``--address``, ``--namespace``, ``--profile``, ``--config-file`` and ``--tls*`` flags override;
+the Temporal API key only from the profile or ``TEMPORAL_API_KEY``. The two keys never mix.
 
 Exit codes: 0 success (``watch``: every id is stored; ``worker``: stopped by SIGINT/SIGTERM);
 1 the batch failed or ended with ids not stored; 2 a usage error (bad option, unreadable or bad
-ids file, unknown sink); 3 no API key, or an unusable one; 4 Temporal or the sink could not be
-reached; 5 the batch was started before (``watch`` without ``--attach``); 130 interrupted.
+ids file, unknown sink, unusable Temporal configuration); 3 no API key, or an unusable one
+(``watch``: the batch failed because the API refused a worker's key, 401, or its account,
+402); 4 Temporal or the sink could not be reached; 5 the batch is running or completed already
+(``watch`` without ``--attach``; a failed, terminated or cancelled one is started again); 130
+interrupted.
 """
 
 from __future__ import annotations
@@ -22,27 +32,35 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import os
 import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.to_thread
+from temporalio.api.enums.v1 import PendingActivityState
+from temporalio.api.workflow.v1 import PendingActivityInfo
 from temporalio.client import Client as TemporalClient
-from temporalio.client import WorkflowHandle
+from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
+from temporalio.exceptions import ActivityError, ApplicationError, RetryState
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
 from .._client import Client
 from .._config import API_KEY_ENV, BASE_URL_ENV, POLL_STRATEGIES, PollPolicy
-from ._activities import ShardActivities, _default_identity
+from ._activities import FATAL_ERROR_TYPES, ShardActivities, _default_identity
+from ._connect import DEFAULT_ADDRESS, DEFAULT_NAMESPACE, TemporalSettings, connect, load_settings
 from ._exceptions import BatchAlreadyStartedError, BatchInputError, SinkError
-from ._planner import BatchSpec, plan_batch, read_ids
+from ._metrics import counting_session
+from ._planner import BatchSpec, batch_id_for, plan_batch, read_ids, workflow_id_for
 from ._sinks import Sink, open_sink, sink_name
-from ._starter import DEFAULT_TASK_QUEUE, start_batch
+from ._starter import DEFAULT_TASK_QUEUE, MAX_PARALLEL, start_batch
 from ._worker import create_worker
 from ._workflows import BatchResult
+
+if TYPE_CHECKING:
+    import aiohttp
 
 __all__ = ["main", "watch_main", "worker_main"]
 
@@ -54,8 +72,6 @@ EXIT_UNREACHABLE = 4
 EXIT_ALREADY_STARTED = 5
 EXIT_INTERRUPTED = 130
 
-ADDRESS_ENV = "TEMPORAL_ADDRESS"
-NAMESPACE_ENV = "TEMPORAL_NAMESPACE"
 DEFAULT_SINK = "sqlite:///predev-results.db"
 
 logger = logging.getLogger("asyncclient.temporal")
@@ -71,16 +87,38 @@ Each takes --help.
 
 
 def _add_temporal_options(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("Temporal")
-    group.add_argument(
-        "--address",
-        default=os.environ.get(ADDRESS_ENV, "localhost:7233"),
-        help=f"the Temporal frontend, host:port (${ADDRESS_ENV}, else localhost:7233)",
+    group = parser.add_argument_group(
+        "Temporal",
+        "Connection settings come from Temporal's client configuration: a profile of its TOML "
+        "file and the TEMPORAL_* environment variables (TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, "
+        "TEMPORAL_API_KEY, TEMPORAL_TLS, TEMPORAL_TLS_CLIENT_CERT_PATH, "
+        "TEMPORAL_TLS_CLIENT_KEY_PATH, TEMPORAL_TLS_SERVER_CA_CERT_PATH, "
+        "TEMPORAL_TLS_SERVER_NAME); these flags override them. The Temporal API key is read "
+        "only from the profile or $TEMPORAL_API_KEY.",
     )
     group.add_argument(
-        "--namespace",
-        default=os.environ.get(NAMESPACE_ENV, "default"),
-        help=f"the Temporal namespace (${NAMESPACE_ENV}, else default)",
+        "--profile", help="the profile of the configuration file ($TEMPORAL_PROFILE, else default)"
+    )
+    group.add_argument(
+        "--config-file",
+        help="Temporal's TOML client configuration ($TEMPORAL_CONFIG_FILE, else "
+        "~/.config/temporalio/temporal.toml)",
+    )
+    group.add_argument(
+        "--address", help=f"the Temporal frontend, host:port (else {DEFAULT_ADDRESS})"
+    )
+    group.add_argument("--namespace", help=f"the Temporal namespace (else {DEFAULT_NAMESPACE})")
+    group.add_argument(
+        "--tls",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="force TLS on or off (else on when an API key or a TLS setting is configured)",
+    )
+    group.add_argument("--tls-ca", metavar="PEM", help="the CA of the server's certificate")
+    group.add_argument("--tls-cert", metavar="PEM", help="the client certificate (mTLS)")
+    group.add_argument("--tls-key", metavar="PEM", help="the client certificate's private key")
+    group.add_argument(
+        "--tls-server-name", metavar="NAME", help="the name on the server's certificate (SNI)"
     )
     group.add_argument(
         "--task-queue",
@@ -95,11 +133,27 @@ def _add_temporal_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _temporal_settings(args: argparse.Namespace) -> TemporalSettings:
+    """The connection settings: the profile and TEMPORAL_* environment, then the flags."""
+    return load_settings(
+        profile=args.profile,
+        config_file=args.config_file,
+        address=args.address,
+        namespace=args.namespace,
+        tls=args.tls,
+        tls_ca=args.tls_ca,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        tls_server_name=args.tls_server_name,
+    )
+
+
 def _worker_parser(prog: str | None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog or "python -m asyncclient.temporal worker",
         description="Run a Temporal worker: it watches shards of batches and stores each result "
-        "once. Stop it with Ctrl-C or SIGTERM; its shards are retried on other workers.",
+        "once. Stop it with Ctrl-C or SIGTERM: it takes no new shard, its shards store what "
+        "they fetched (within --shutdown-grace) and are retried on other workers at once.",
     )
     _add_temporal_options(parser)
     api = parser.add_argument_group("API")
@@ -125,7 +179,27 @@ def _worker_parser(prog: str | None) -> argparse.ArgumentParser:
         "--poll-max-delay", type=float, default=15.0, help="cap of the poll delay (15)"
     )
     work.add_argument(
+        "--max-failed-polls",
+        type=int,
+        default=PollPolicy.max_failed_polls,
+        help="polls of one run in a row that may fail for a passing reason before the run is "
+        f"left to the shard's next attempt ({PollPolicy.max_failed_polls})",
+    )
+    work.add_argument(
         "--strategy", choices=POLL_STRATEGIES, default="auto", help="polling strategy (auto)"
+    )
+    work.add_argument(
+        "--metrics-bind",
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics (the Temporal SDK's and this worker's) on "
+        "http://HOST:PORT/metrics (off)",
+    )
+    work.add_argument(
+        "--shutdown-grace",
+        type=float,
+        default=30.0,
+        help="seconds SIGTERM waits for the shards in progress to store what they fetched and "
+        "hand over before they are cancelled (30)",
     )
     work.add_argument("--identity", help="this worker's name in Temporal and the sink (pid@host)")
     work.add_argument(
@@ -140,8 +214,10 @@ def _worker_parser(prog: str | None) -> argparse.ArgumentParser:
 def _watch_parser(prog: str | None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog or "python -m asyncclient.temporal watch",
-        description="Start a batch (once: the same ids file into the same sink is refused the "
-        "second time) and follow it by counting stored results until every id is stored.",
+        description="Start a batch and follow it by counting stored results until every id is "
+        "stored. The same ids file into the same sink is refused while it runs and after it "
+        "completed (--attach follows it instead); after it failed, was terminated or "
+        "cancelled, it is started again and skips what the sink holds.",
     )
     parser.add_argument(
         "--ids-file", required=True, help="one run id per line; workers must read the same path"
@@ -150,7 +226,11 @@ def _watch_parser(prog: str | None) -> argparse.ArgumentParser:
     plan = parser.add_argument_group("scheduling")
     plan.add_argument("--shards", type=int, default=10, help="how many shards (10)")
     plan.add_argument(
-        "--max-parallel", type=int, default=50, help="shards watched at once in all (50)"
+        "--max-parallel",
+        type=int,
+        default=50,
+        help=f"shards watched at once in all (50; at most {MAX_PARALLEL:,}, Temporal's limit "
+        "of pending activities per workflow)",
     )
     plan.add_argument(
         "--shards-per-run",
@@ -169,6 +249,13 @@ def _watch_parser(prog: str | None) -> argparse.ArgumentParser:
         type=float,
         default=1.0,
         help="seconds before a failed or timed-out shard is retried, doubling (1)",
+    )
+    plan.add_argument(
+        "--max-attempts",
+        type=int,
+        default=20,
+        help="attempts at one shard before it fails the batch; crashes and worker shutdowns "
+        "count (20: about a quarter of an hour of retries)",
     )
     plan.add_argument(
         "--include-events", action="store_true", help="store runs with their event timelines"
@@ -212,32 +299,65 @@ def worker_main(argv: Sequence[str], *, prog: str | None = None) -> int:
             multiplier=args.poll_multiplier,
             max_delay=args.poll_max_delay,
             max_in_flight=args.max_in_flight,
+            max_failed_polls=args.max_failed_polls,
             strategy=args.strategy,
         )
         sink_name(args.sink)
         if args.max_shards < 1:
             raise ValueError(f"--max-shards must be 1 or more, got {args.max_shards}")
+        if not args.shutdown_grace >= 0:
+            raise ValueError(f"--shutdown-grace must be >= 0, got {args.shutdown_grace}")
     except (ValueError, SinkError) as exc:
         parser.error(str(exc))
     try:
-        api = Client(args.api_key, base_url=args.base_url, poll_policy=policy)
+        settings = _temporal_settings(args)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        _api_client(args, policy)  # the key and the URL are checked before any connection
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_KEY if "key" in str(exc) else EXIT_USAGE
     try:
-        return asyncio.run(_run_worker(args, api, policy))
+        runtime = _metrics_runtime(args.metrics_bind) if args.metrics_bind else None
+    except ValueError as exc:
+        parser.error(str(exc))
+    try:
+        return asyncio.run(_run_worker(args, settings, policy, runtime))
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
 
 
-async def _run_worker(args: argparse.Namespace, api: Client, policy: PollPolicy) -> int:
+def _api_client(
+    args: argparse.Namespace, policy: PollPolicy, session: aiohttp.ClientSession | None = None
+) -> Client:
+    """The worker's API client (its key from --api-key or PREDEV_API_KEY, never Temporal's)."""
+    return Client(args.api_key, base_url=args.base_url, poll_policy=policy, session=session)
+
+
+def _metrics_runtime(bind: str) -> Runtime:
+    """An SDK runtime that serves its metrics, and ours, on ``http://BIND/metrics``."""
+    host, _, port = bind.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"--metrics-bind must be HOST:PORT, got {bind!r}")
+    try:
+        return Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=bind)))
+    except Exception as exc:  # the SDK's core raises RuntimeError and friends
+        raise ValueError(f"--metrics-bind {bind}: cannot serve metrics there: {exc}") from exc
+
+
+async def _run_worker(
+    args: argparse.Namespace,
+    settings: TemporalSettings,
+    policy: PollPolicy,
+    runtime: Runtime | None,
+) -> int:
     identity = args.identity or _default_identity()
     try:
-        temporal = await TemporalClient.connect(
-            args.address, namespace=args.namespace, identity=identity
-        )
-    except Exception as exc:  # the SDK raises RuntimeError and friends for a failed connect
-        print(f"error: cannot reach Temporal at {args.address}: {exc}", file=sys.stderr)
+        temporal = await connect(settings, identity=identity, runtime=runtime)
+    except RuntimeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return EXIT_UNREACHABLE
     try:
         sink = open_sink(args.sink)
@@ -250,23 +370,32 @@ async def _run_worker(args: argparse.Namespace, api: Client, policy: PollPolicy)
     for signum in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signum, stop.set)
+    # The worker's own session, so that each request is counted for its shard (--metrics-bind).
+    session = counting_session()
     try:
-        async with api:
+        async with session, _api_client(args, policy, session) as api:
             activities = ShardActivities(api, sink, policy=policy, worker=identity)
             worker = create_worker(
                 temporal,
                 activities,
                 task_queue=args.task_queue,
                 max_concurrent_shards=args.max_shards,
+                graceful_shutdown=args.shutdown_grace,
             )
             async with worker:
+                metrics = f"; metrics on http://{args.metrics_bind}/metrics" if runtime else ""
                 print(
                     f"worker {identity} ready: task queue {args.task_queue!r} on "
-                    f"{args.address}, sink {sink.name}",
+                    f"{settings.describe()}; sink {sink.name}{metrics}",
                     flush=True,
                 )
                 await stop.wait()
-                logger.info("stopping: shards in progress are retried by other workers")
+                logger.info(
+                    "stopping: no new shards; the shards in progress store what they fetched "
+                    "and are retried on other workers (waiting up to %gs)",
+                    args.shutdown_grace,
+                )
+            logger.info("stopped")
     finally:
         await sink.aclose()
     return EXIT_OK
@@ -293,17 +422,29 @@ def watch_main(argv: Sequence[str], *, prog: str | None = None) -> int:
         parser.error("--interval must be > 0")
     if args.timeout is not None and not args.timeout > 0:
         parser.error("--timeout must be > 0")
+    if not 1 <= args.max_parallel <= MAX_PARALLEL:
+        parser.error(
+            f"--max-parallel must be 1 to {MAX_PARALLEL:,} (Temporal's limit of pending "
+            f"activities per workflow execution), got {args.max_parallel:,}"
+        )
+    if args.max_attempts < 1:
+        parser.error(f"--max-attempts must be 1 or more, got {args.max_attempts}")
     try:
-        return asyncio.run(_watch(args))
+        settings = _temporal_settings(args)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        return asyncio.run(_watch(args, settings))
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
 
 
-async def _watch(args: argparse.Namespace) -> int:
+async def _watch(args: argparse.Namespace, settings: TemporalSettings) -> int:
     # Everything that needs no network is checked first.
     try:
         sink = open_sink(args.sink)
-        ids, _ = await anyio.to_thread.run_sync(read_ids, args.ids_file)
+        ids, digest = await anyio.to_thread.run_sync(read_ids, args.ids_file)
     except (SinkError, BatchInputError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -314,13 +455,24 @@ async def _watch(args: argparse.Namespace) -> int:
         return EXIT_UNREACHABLE
     try:
         try:
-            temporal = await TemporalClient.connect(args.address, namespace=args.namespace)
-        except Exception as exc:  # the SDK raises RuntimeError and friends for a failed connect
-            print(f"error: cannot reach Temporal at {args.address}: {exc}", file=sys.stderr)
+            temporal = await connect(settings)
+        except RuntimeError as exc:
+            print(f"error: {exc}", file=sys.stderr)
             return EXIT_UNREACHABLE
         try:
+            # Before the start, so that every row after it is this execution's: an earlier
+            # execution of the same batch (failed, terminated) may have stored some already.
             stored_before = len(await sink.has(ids))
+            batch_id = batch_id_for(digest, sink.name)
+            by_batch_before = await sink.count(batch_id=batch_id)
+            ended = await _ended_before(temporal, batch_id)
             spec, workflow, attached = await _start_or_attach(temporal, args, sink)
+            if ended is not None and not attached:
+                print(
+                    f"this batch ran before and ended {ended}: started again; the "
+                    f"{stored_before} ids the sink holds are skipped",
+                    flush=True,
+                )
         except (BatchInputError, ValueError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_USAGE
@@ -334,9 +486,9 @@ async def _watch(args: argparse.Namespace) -> int:
             if attached:
                 # Some were stored by this very batch already: count them all, id by id.
                 return len(await sink.has(ids))
-            return stored_before + await sink.count(batch_id=spec.batch_id)
+            return stored_before + await sink.count(batch_id=spec.batch_id) - by_batch_before
 
-        return await _follow(args, sink, spec, workflow, ids, stored)
+        return await _follow(args, temporal, sink, spec, workflow, ids, stored)
     finally:
         await sink.aclose()
 
@@ -359,6 +511,7 @@ async def _start_or_attach(
             shards_per_run=args.shards_per_run,
             heartbeat_timeout=args.heartbeat_timeout,
             retry_initial=args.retry_initial,
+            max_attempts=args.max_attempts,
         )
     except BatchAlreadyStartedError as exc:
         if not args.attach:
@@ -380,6 +533,7 @@ async def _start_or_attach(
 
 async def _follow(
     args: argparse.Namespace,
+    temporal: TemporalClient,
     sink: Sink,
     spec: BatchSpec,
     workflow: _Handle,
@@ -411,11 +565,14 @@ async def _follow(
             count = min(total, await stored())
             rate = (count - last_count) / max(now - last_time, 1e-9)
             last_count, last_time = count, now
+            pending = [] if finished.is_set() else await _pending(temporal, spec.workflow_id)
             print(
                 f"[{now - started_at:7.1f}s] stored {count}/{total} "
-                f"({100.0 * count / total:5.1f}%), {rate:,.0f} runs/s",
+                f"({100.0 * count / total:5.1f}%), {rate:,.0f} runs/s{_pending_line(pending)}",
                 flush=True,
             )
+            for line in _failing_lines(pending):
+                print(line, flush=True)
             if count >= total or finished.is_set():
                 break
             if deadline is not None and now >= deadline:
@@ -424,8 +581,15 @@ async def _follow(
         group.cancel_scope.cancel()
     missing = total - len(await sink.has(ids))
     if outcome and isinstance(outcome[0], BaseException):
-        cause = outcome[0].__cause__ or outcome[0]
-        print(f"error: batch {spec.batch_id} failed: {cause}", file=sys.stderr)
+        why, fatal = _failure_of(outcome[0])
+        print(f"error: batch {spec.batch_id} failed: {why}", file=sys.stderr)
+        if fatal:
+            return EXIT_KEY
+        print(
+            "hint: watch again on the same ids file and sink to run the batch again; what is "
+            "stored stays stored",
+            file=sys.stderr,
+        )
         return EXIT_FAILED
     if missing:
         why = "still watching after --timeout" if timed_out else "the batch ended"
@@ -434,6 +598,76 @@ async def _follow(
     elapsed = time.monotonic() - started_at
     print(f"done: every one of {total} ids is stored ({elapsed:.1f}s)", flush=True)
     return EXIT_OK
+
+
+_SHOWN_FAILING = 5
+_RERUN_STATUSES = {
+    WorkflowExecutionStatus.FAILED: "failed",
+    WorkflowExecutionStatus.TERMINATED: "terminated",
+    WorkflowExecutionStatus.CANCELED: "cancelled",
+    WorkflowExecutionStatus.TIMED_OUT: "timed out",
+}
+
+
+async def _ended_before(temporal: TemporalClient, batch_id: str) -> str | None:
+    """How the batch's last execution ended if it may be started again, else ``None``."""
+    workflow_id = workflow_id_for(batch_id)
+    try:
+        description = await temporal.get_workflow_handle(workflow_id).describe()
+    except Exception:  # not found (never started, or forgotten), or Temporal won't say
+        return None
+    return _RERUN_STATUSES.get(description.status) if description.status else None
+
+
+async def _pending(temporal: TemporalClient, workflow_id: str) -> list[PendingActivityInfo]:
+    """The batch's pending shard activities (of its latest run), or none if Temporal won't say."""
+    try:
+        description = await temporal.get_workflow_handle(workflow_id).describe()
+    except Exception:  # RPCError and friends: the progress line goes without it
+        return []
+    return list(description.raw_description.pending_activities)
+
+
+def _pending_line(pending: list[PendingActivityInfo]) -> str:
+    if not pending:
+        return ""
+    waiting = sum(a.state == PendingActivityState.PENDING_ACTIVITY_STATE_SCHEDULED for a in pending)
+    return f"; {len(pending)} shards pending ({len(pending) - waiting} running, {waiting} waiting)"
+
+
+def _failing_lines(pending: list[PendingActivityInfo]) -> list[str]:
+    """One line per shard that has failed before and is being retried: its last failure."""
+    failing = [a for a in pending if a.attempt > 1 and a.last_failure.message]
+    lines = []
+    for info in failing[:_SHOWN_FAILING]:
+        limit = info.maximum_attempts or "no limit"
+        lines.append(
+            f"  {info.activity_id.replace('-', ' ')}: attempt {info.attempt} of {limit}, "
+            f"last failure: {info.last_failure.message}"
+        )
+    if len(failing) > _SHOWN_FAILING:
+        lines.append(f"  and {len(failing) - _SHOWN_FAILING} more shards retrying")
+    return lines
+
+
+def _failure_of(error: BaseException) -> tuple[str, bool]:
+    """Why a batch failed, in one line, and whether no retry could fix it (a refused key)."""
+    messages: list[str] = []
+    fatal = False
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, ApplicationError):
+            fatal = fatal or cause.type in FATAL_ERROR_TYPES
+            messages.append(cause.message)
+        elif (
+            isinstance(cause, ActivityError)
+            and cause.retry_state == RetryState.MAXIMUM_ATTEMPTS_REACHED
+        ):
+            messages.append("every attempt allowed (--max-attempts) was made")
+        cause = cause.__cause__
+    if not messages:
+        messages.append(str(error))
+    return "; ".join(reversed(messages)), fatal
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -3,7 +3,7 @@
     PredevError
     └── BatchError                   a batch could not be planned, started or stored
         ├── BatchInputError          the ids file is unreadable, holds a bad id, or has changed
-        ├── BatchAlreadyStartedError this batch was started before (running or finished)
+        ├── BatchAlreadyStartedError this batch is running, or completed before
         └── SinkError                the result store failed or refused its configuration
 
 None of them holds a password: sink addresses are shown with the password removed.
@@ -26,7 +26,8 @@ class BatchInputError(BatchError, ValueError):
 
 
 class BatchAlreadyStartedError(BatchError):
-    """The batch's workflow id is taken: the same ids file was started on the same sink before.
+    """The batch's workflow id is taken: the same ids file into the same sink is running, or
+    completed (a failed, terminated or cancelled batch can be started again).
 
     Starting it again would watch every run twice; follow the first one instead.
 
@@ -40,7 +41,8 @@ class BatchAlreadyStartedError(BatchError):
         super().__init__(
             f"batch {batch_id} was already started (workflow id {workflow_id!r}"
             + (f", run {run_id}" if run_id else "")
-            + "); it is not started twice: follow the existing workflow or use another sink"
+            + "); a running or completed batch is not started twice: follow it, or use "
+            "another sink"
         )
         self.batch_id = batch_id
         self.workflow_id = workflow_id

@@ -111,6 +111,11 @@ def read_ids(path: str) -> tuple[list[str], str]:
     return parse_ids(content, source=path), _digest(content)
 
 
+def workflow_id_for(batch_id: str) -> str:
+    """The Temporal workflow id of the batch ``batch_id`` (``predev-batch-`` and the id)."""
+    return _WORKFLOW_PREFIX + batch_id
+
+
 def batch_id_for(ids_digest: str, sink: str) -> str:
     """The batch id: a hash of the ids file's content and of where results go.
 
@@ -177,7 +182,7 @@ class BatchSpec:
     @property
     def workflow_id(self) -> str:
         """The Temporal workflow id of this batch (``predev-batch-`` and the batch id)."""
-        return _WORKFLOW_PREFIX + self.batch_id
+        return workflow_id_for(self.batch_id)
 
     def shard(self, index: int) -> ShardSpec:
         """The descriptor of shard ``index``.

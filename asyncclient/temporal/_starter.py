@@ -1,10 +1,12 @@
-"""Starting a batch, idempotently: one workflow per batch, never two.
+"""Starting a batch, idempotently: one workflow per batch at a time, and none after success.
 
-The workflow id is derived from the batch (the ids file's content and the sink), and the start
-asks Temporal to refuse that id if any execution ever had it, running or closed
-(``REJECT_DUPLICATE`` and ``FAIL``). A second start of the same batch therefore raises
-:class:`BatchAlreadyStartedError` instead of watching every run again. Temporal forgets closed
-executions after the namespace's retention period; past it a second start would run, and the
+The workflow id is derived from the batch (the ids file's content and the sink). The start asks
+Temporal to refuse that id while an execution with it runs (``FAIL`` on conflict) or after one
+completed (``ALLOW_DUPLICATE_FAILED_ONLY``): a second start of a running or finished batch
+raises :class:`BatchAlreadyStartedError` instead of watching every run again. A batch that
+failed, was terminated, cancelled or timed out can be started again: the new execution skips
+what the sink holds, and the sink stores nothing twice. Temporal forgets closed executions
+after the namespace's retention period; past it a completed batch could run again, and the
 sink would still store nothing twice.
 """
 
@@ -28,6 +30,9 @@ __all__ = ["DEFAULT_TASK_QUEUE", "StartedBatch", "start_batch"]
 
 DEFAULT_TASK_QUEUE = "asyncclient-watch"
 """The task queue workers listen on and batches are started on, unless told otherwise."""
+MAX_PARALLEL = 2_000
+"""The most shards a batch may watch at once: Temporal's default limit of pending activities
+per workflow execution (``limit.numPendingActivities.error``); past it no shard is scheduled."""
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,7 @@ async def start_batch(
     shard_timeout: float = 7 * 24 * 3600.0,
     retry_initial: float = 1.0,
     retry_max: float = 60.0,
+    max_attempts: int = 20,
 ) -> StartedBatch:
     """Plan a batch from an ids file and start its workflow, once.
 
@@ -70,27 +76,41 @@ async def start_batch(
         shards: how many shards to cut the batch into.
         task_queue: the task queue the workers listen on.
         include_events: store finished runs with their event timelines.
-        max_parallel: the most shards watched at once, over all workers.
+        max_parallel: the most shards watched at once, over all workers; at most
+            :data:`MAX_PARALLEL` (2,000).
         shards_per_run: shards one workflow execution starts before continuing as new.
         heartbeat_timeout: seconds of silence after which a shard's attempt is presumed dead
             and retried on another worker.
         shard_timeout: seconds one attempt at one shard may take in all.
         retry_initial: seconds before the first retry of a failed attempt.
         retry_max: the longest wait between two attempts.
+        max_attempts: the most attempts at one shard before it fails the batch (with the
+            default schedule, 20 attempts span about a quarter of an hour of retries).
 
     Returns:
         The batch and its workflow handle.
 
     Raises:
-        BatchAlreadyStartedError: this batch (same ids content, same sink) was started before.
+        BatchAlreadyStartedError: this batch (same ids content, same sink) is running, or
+            completed before.
         BatchInputError: the ids file cannot be read, holds a bad line, or no id.
         SinkError: ``sink`` is not a sink URL this package knows.
         ValueError: a scheduling argument is out of range.
     """
     name = sink.name if isinstance(sink, Sink) else sink_name(sink)
-    for label, value in (("max_parallel", max_parallel), ("shards_per_run", shards_per_run)):
+    for label, value in (
+        ("max_parallel", max_parallel),
+        ("shards_per_run", shards_per_run),
+        ("max_attempts", max_attempts),
+    ):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{label} must be an integer >= 1, got {value!r}")
+    if max_parallel > MAX_PARALLEL:
+        raise ValueError(
+            f"max_parallel must be at most {MAX_PARALLEL:,} (Temporal's limit of pending "
+            f"activities per workflow execution; past it no shard is scheduled), got "
+            f"{max_parallel:,}"
+        )
     for label, seconds in (
         ("heartbeat_timeout", heartbeat_timeout),
         ("shard_timeout", shard_timeout),
@@ -112,6 +132,7 @@ async def start_batch(
         shard_timeout=shard_timeout,
         retry_initial=retry_initial,
         retry_max=max(retry_max, retry_initial),
+        max_attempts=max_attempts,
     )
     try:
         handle = await client.start_workflow(
@@ -119,7 +140,7 @@ async def start_batch(
             batch_input,
             id=spec.workflow_id,
             task_queue=task_queue,
-            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
             id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
         )
     except WorkflowAlreadyStartedError as exc:

@@ -20,7 +20,7 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
-    from ._activities import ShardActivities, ShardResult
+    from ._activities import FATAL_ERROR_TYPES, ShardActivities, ShardResult
     from ._planner import BatchSpec
 
 __all__ = ["BatchInput", "BatchProgress", "BatchResult", "WatchBatchWorkflow"]
@@ -78,6 +78,8 @@ class BatchInput:
         retry_initial: seconds before the first retry of a failed attempt (doubling, up to
             ``retry_max``).
         retry_max: the longest wait between attempts.
+        max_attempts: the most attempts at one shard (crashes and shutdowns count too); past
+            them the shard, and so the batch, fails.
         next_shard: the first shard this execution starts (set by continue-as-new).
         done: the totals carried over from earlier executions.
     """
@@ -89,6 +91,7 @@ class BatchInput:
     shard_timeout: float = 7 * 24 * 3600.0
     retry_initial: float = 1.0
     retry_max: float = 60.0
+    max_attempts: int = 20
     next_shard: int = 0
     done: BatchProgress = field(default_factory=BatchProgress)
 
@@ -144,7 +147,8 @@ class WatchBatchWorkflow:
             initial_interval=timedelta(seconds=batch_input.retry_initial),
             backoff_coefficient=2.0,
             maximum_interval=timedelta(seconds=batch_input.retry_max),
-            non_retryable_error_types=["BatchInputError", "SinkMismatchError"],
+            maximum_attempts=batch_input.max_attempts,
+            non_retryable_error_types=["BatchInputError", "SinkMismatchError", *FATAL_ERROR_TYPES],
         )
         next_shard = batch_input.next_shard
         started = 0
@@ -162,6 +166,7 @@ class WatchBatchWorkflow:
                     start_to_close_timeout=timedelta(seconds=batch_input.shard_timeout),
                     heartbeat_timeout=timedelta(seconds=batch_input.heartbeat_timeout),
                     retry_policy=retry,
+                    activity_id=f"shard-{next_shard}",
                     summary=f"shard {next_shard}/{spec.shards}",
                 )
                 pending.append((next_shard, handle))

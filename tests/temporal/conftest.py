@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from .services import postgres_bin, postgres_cluster, temporal_dev_server
+from .services import Service, postgres_bin, postgres_cluster, temporal_dev_server
 
 # Without the extra (``pip install -e '.[test,temporal]'``, as ``nox -s temporal`` does) these
 # tests cannot import; a plain ``pytest`` over the whole tree leaves them out instead of failing.
@@ -56,6 +56,21 @@ def postgres_url(postgres_server: str) -> str:
     name = f"t_{uuid.uuid4().hex[:12]}"
     asyncio.run(_create_database(postgres_server, name))
     return postgres_server.rsplit("/", 1)[0] + "/" + name
+
+
+@pytest.fixture
+def services() -> Iterator[list[Service]]:
+    """Processes a test starts; each is stopped after it (by its own handle)."""
+    started: list[Service] = []
+    yield started
+    for service in reversed(started):
+        service.stop()
+
+
+@pytest.fixture
+def task_queue() -> str:
+    """A task queue of the test's own."""
+    return f"test-{uuid.uuid4().hex[:10]}"
 
 
 @pytest.fixture

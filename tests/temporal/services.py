@@ -222,7 +222,13 @@ READY = " ready: "
 
 
 def start_emulator(
-    workdir: Path, *, runs: int, speed: float, max_duration: float, name: str = "emulator"
+    workdir: Path,
+    *,
+    runs: int,
+    speed: float,
+    max_duration: float,
+    name: str = "emulator",
+    faults: str | None = None,
 ) -> Service:
     """``python -m asyncclient.testing`` on a free port; ``extra["base_url"]`` is its URL."""
     argv = [
@@ -241,6 +247,7 @@ def start_emulator(
         str(max_duration),
         "--event-bytes",
         "200",
+        *(["--faults", faults] if faults else []),
     ]
     service = start_service(name, argv, workdir / f"{name}.log")
     service.wait_for("http://", timeout=60)
@@ -264,20 +271,25 @@ def start_worker(
     workdir: Path,
     name: str,
     *,
-    address: str,
+    address: str | None,
     task_queue: str,
     base_url: str,
     sink: str,
     poll: tuple[float, float] = (0.1, 0.5),
+    env: dict[str, str] | None = None,
+    extra: tuple[str, ...] = (),
 ) -> Service:
-    """A worker subprocess; ``wait_for(READY)`` waits until it polls its task queue."""
+    """A worker subprocess; ``wait_for(READY)`` waits until it polls its task queue.
+
+    Without ``address`` the worker connects as ``env`` (the ``TEMPORAL_*`` variables) says; the
+    test's own ``TEMPORAL_*`` variables are never passed on.
+    """
     argv = [
         sys.executable,
         "-m",
         "asyncclient.temporal",
         "worker",
-        "--address",
-        address,
+        *(["--address", address] if address is not None else []),
         "--task-queue",
         task_queue,
         "--base-url",
@@ -294,6 +306,144 @@ def start_worker(
         str(poll[1]),
         "--max-shards",
         "10",
+        *extra,
     ]
-    env = {**os.environ, "PREDEV_API_KEY": API_KEY}
-    return start_service(name, argv, workdir / f"{name}.log", env=env)
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("TEMPORAL_")}
+    environment = {**inherited, "PREDEV_API_KEY": API_KEY, **(env or {})}
+    return start_service(name, argv, workdir / f"{name}.log", env=environment)
+
+
+# -- TLS -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Certificates:
+    """A throwaway CA and what it signed, as PEM files: the server's (for ``localhost`` and
+    127.0.0.1) and a client's."""
+
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+
+
+def make_certificates(directory: Path) -> Certificates:
+    """Make a CA, a server and a client certificate with the ``openssl`` command (EC P-256)."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        raise RuntimeError("the openssl command is missing: apt-get install openssl")
+
+    def run(*argv: str) -> None:
+        subprocess.run([openssl, *argv], check=True, capture_output=True, timeout=60)  # noqa: S603
+
+    def key(name: str) -> Path:
+        path = directory / f"{name}.key"
+        run("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", str(path))
+        return path
+
+    ca_key = key("ca")
+    ca = directory / "ca.pem"
+    run(
+        "req", "-x509", "-new", "-key", str(ca_key), "-out", str(ca), "-days", "2",
+        "-subj", "/CN=asyncclient test CA",
+        "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+    )  # fmt: skip
+
+    def sign(name: str, extensions: str) -> tuple[Path, Path]:
+        private = key(name)
+        request, cert, ext = (directory / f"{name}.{s}" for s in ("csr", "pem", "ext"))
+        ext.write_text(extensions)
+        run("req", "-new", "-key", str(private), "-out", str(request), "-subj", f"/CN={name}")
+        run(
+            "x509", "-req", "-in", str(request), "-CA", str(ca), "-CAkey", str(ca_key),
+            "-CAcreateserial", "-out", str(cert), "-days", "2", "-extfile", str(ext),
+        )  # fmt: skip
+        return cert, private
+
+    server_cert, server_key = sign(
+        "server",
+        "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+        "extendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n",
+    )
+    client_cert, client_key = sign(
+        "client",
+        "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+        "extendedKeyUsage=clientAuth\n",
+    )
+    return Certificates(ca, server_cert, server_key, client_cert, client_key)
+
+
+async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    except (ConnectionError, OSError):  # the other side went away: so does this one
+        pass
+    finally:
+        writer.close()
+
+
+@contextlib.contextmanager
+def tls_proxy(target: str, certs: Certificates) -> Iterator[str]:
+    """A TLS-terminating proxy on loopback in front of ``target`` (``host:port``) that requires
+    a client certificate signed by ``certs.ca``; yields its ``host:port``.
+
+    gRPC is HTTP/2 over TCP, so once TLS is off the bytes are pumped as they are.
+    """
+    import ssl
+    import threading
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(certs.server_cert, certs.server_key)
+    context.load_verify_locations(certs.ca)
+    context.verify_mode = ssl.CERT_REQUIRED
+    context.set_alpn_protocols(["h2"])
+    host, port = target.rsplit(":", 1)
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+    stopping: list[asyncio.Future[None]] = []
+    bound: list[int] = []
+    connections: set[asyncio.Task[None]] = set()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        connections.add(task)
+        task.add_done_callback(connections.discard)
+        try:
+            up_reader, up_writer = await asyncio.open_connection(host, int(port))
+        except OSError:
+            writer.close()
+            return
+        await asyncio.gather(_pump(reader, up_writer), _pump(up_reader, writer))
+
+    async def serve() -> None:
+        server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=context)
+        bound.append(server.sockets[0].getsockname()[1])
+        stopping.append(loop.create_future())
+        ready.set()
+        async with server:
+            await stopping[0]
+            for task in list(connections):
+                task.cancel()
+            await asyncio.gather(*connections, return_exceptions=True)
+
+    def run() -> None:
+        with contextlib.suppress(Exception):
+            loop.run_until_complete(serve())
+        ready.set()
+
+    thread = threading.Thread(target=run, name="tls-proxy", daemon=True)
+    thread.start()
+    ready.wait(READY_TIMEOUT)
+    if not bound:
+        raise RuntimeError("the TLS proxy did not start")
+    try:
+        yield f"127.0.0.1:{bound[0]}"
+    finally:
+        loop.call_soon_threadsafe(stopping[0].set_result, None)
+        thread.join(10)
+        loop.close()

@@ -221,6 +221,91 @@ async def test_a_shard_whose_ids_file_changed_is_refused_for_good(
     assert caught.value.non_retryable
 
 
+async def test_a_refused_key_fails_the_shard_for_good_at_once(
+    server: EmulatorServer, sink: SQLiteSink, batch: BatchSpec, emulator: Emulator
+) -> None:
+    """A 401 is not retried: the attempt stops at its first answer with a non-retryable
+    AuthenticationError that names neither key, and stores nothing."""
+    wrong = "wrong-key-0123456789abcdef"
+    async with Client(wrong, base_url=server.base_url, retry=RETRY) as bad:
+        activities = ShardActivities(bad, sink, policy=POLICY, flush_interval=0.01)
+        with pytest.raises(ApplicationError) as caught:
+            await _environment().run(activities.watch_shard, batch.shard(0))
+    assert caught.value.type == "AuthenticationError"
+    assert caught.value.non_retryable
+    assert "no retry can fix" in str(caught.value)
+    assert wrong not in str(caught.value)
+    assert server.api_key not in str(caught.value)
+    assert await sink.count() == 0
+
+
+async def test_an_account_that_cannot_pay_fails_the_shard_for_good(
+    client: Client, sink: SQLiteSink, batch: BatchSpec, emulator: Emulator
+) -> None:
+    """A 402 ends the shard with a non-retryable PaymentRequiredError; nothing is stored."""
+    emulator.faults.add(Fault("status", status=402, route="get"))
+    activities = ShardActivities(client, sink, policy=POLICY, flush_interval=0.01)
+    with pytest.raises(ApplicationError) as caught:
+        await _environment().run(activities.watch_shard, batch.shard(1))
+    assert caught.value.type == "PaymentRequiredError"
+    assert caught.value.non_retryable
+    assert await sink.count() == 0
+
+
+async def test_a_worker_shutdown_stores_what_was_fetched_and_hands_the_shard_on(
+    client: Client, sink: SQLiteSink, emulator: Emulator, tmp_path: Path
+) -> None:
+    """On the worker's shutdown the attempt stops polling, stores every result it fetched
+    (even one still waiting for its transaction), heartbeats, and fails to be retried."""
+    finished = emulator.run_ids()[:20]
+    running = [emulator.create_run(durations=[10_000.0]) for _ in range(3)]
+    path = tmp_path / "mixed.txt"
+    path.write_text("\n".join([*finished, *running]) + "\n")
+    shard = plan_batch(path, shards=1, sink=sink.name).shard(0)
+    # A transaction waits 60 s for company: only the shutdown can make it store early.
+    activities = ShardActivities(client, sink, policy=POLICY, flush_interval=60.0)
+    env = _environment()
+    beats: list[ShardProgress] = []
+    env.on_heartbeat = lambda *details: beats.append(dataclasses.replace(details[0]))
+    gets = emulator.requests_by_route["get"]
+    caught: list[ApplicationError] = []
+
+    async def run() -> None:
+        try:
+            await env.run(activities.watch_shard, shard)
+        except ApplicationError as exc:
+            caught.append(exc)
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(run)
+        # Several rounds of polls of the running ones: the finished ones were fetched long ago.
+        while emulator.requests_by_route["get"] - gets < len(finished) + 4 * len(running):
+            await anyio.sleep(0.01)
+        assert await sink.count() == 0
+        env.worker_shutdown()
+
+    [error] = caught
+    assert error.type == "WorkerShutdownError"
+    assert not error.non_retryable
+    assert await sink.has([*finished, *running]) == set(finished)
+    assert beats[-1].in_sink == len(finished)
+
+
+async def test_a_shard_that_reaches_a_worker_shutting_down_is_handed_on_untouched(
+    client: Client, sink: SQLiteSink, batch: BatchSpec
+) -> None:
+    """A shard delivered while the worker shuts down is not begun: no attempt recorded, no
+    poll, a retryable WorkerShutdownError."""
+    activities = ShardActivities(client, sink, policy=POLICY)
+    env = _environment(attempt=2)
+    env.worker_shutdown()
+    with pytest.raises(ApplicationError) as caught:
+        await env.run(activities.watch_shard, batch.shard(0))
+    assert caught.value.type == "WorkerShutdownError"
+    assert not caught.value.non_retryable
+    assert await sink.attempts(batch_id=batch.batch_id) == []
+
+
 def _status(cls: type[Any], status: int) -> Exception:
     error: Exception = cls(status=status, method="GET", path="/browser-agent/x", message="m")
     return error
@@ -239,7 +324,7 @@ RUN_ID = "65f8a9d2c1e4b5a6f7e8d9c0"
         ),
         pytest.param(_status(ServerError, 503), False, id="503-retried"),
         pytest.param(_status(RateLimitError, 429), False, id="429-retried"),
-        pytest.param(_status(AuthenticationError, 401), False, id="401-retried"),
+        pytest.param(_status(AuthenticationError, 401), False, id="401-not-stored"),
         pytest.param(APIConnectionError("reset", method="GET", path="/x"), False, id="reset"),
         pytest.param(WatchTimeoutError(RUN_ID, "late"), False, id="deadline-retried"),
     ],

@@ -62,17 +62,23 @@ def test_watch_refuses_bad_input_before_touching_the_network(
 
 
 @pytest.mark.parametrize(
-    "extra",
+    ("extra", "message"),
     [
-        pytest.param(["--interval", "0"], id="interval"),
-        pytest.param(["--timeout", "-1"], id="timeout"),
+        pytest.param(["--interval", "0"], "--interval", id="interval"),
+        pytest.param(["--timeout", "-1"], "--timeout", id="timeout"),
+        pytest.param(["--max-parallel", "2001"], "limit of pending", id="max-parallel"),
+        pytest.param(["--max-attempts", "0"], "--max-attempts", id="max-attempts"),
     ],
 )
-def test_watch_refuses_options_out_of_range(tmp_path: Path, extra: list[str]) -> None:
-    """Option values out of range stop the command with argparse's status 2."""
+def test_watch_refuses_options_out_of_range(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], message: str
+) -> None:
+    """Option values out of range, --max-parallel above Temporal's 2,000 pending activities
+    included, stop the command with argparse's status 2 and the reason."""
     with pytest.raises(SystemExit) as caught:
         watch_main(["--ids-file", str(_ids_file(tmp_path)), *extra])
     assert caught.value.code == 2
+    assert message in capsys.readouterr().err
 
 
 def test_watch_without_temporal_says_it_cannot_reach_it(
@@ -90,6 +96,7 @@ def test_watch_without_temporal_says_it_cannot_reach_it(
         pytest.param(["--sink", "bogus://x"], id="bad-sink"),
         pytest.param(["--poll-max-delay", "0.001"], id="bad-policy"),
         pytest.param(["--max-shards", "0"], id="no-shards"),
+        pytest.param(["--shutdown-grace", "-1"], id="negative-grace"),
     ],
 )
 def test_worker_refuses_bad_options(extra: list[str]) -> None:

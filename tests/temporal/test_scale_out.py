@@ -7,12 +7,12 @@ workers of another.
 from __future__ import annotations
 
 import asyncio
+import signal
 import sqlite3
 import time
-import uuid
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from temporalio.client import Client as TemporalClient
@@ -27,21 +27,6 @@ from asyncclient.temporal import (
 )
 
 from .services import READY, Service, start_emulator, start_worker, write_ids_file
-
-
-@pytest.fixture
-def services() -> Iterator[list[Service]]:
-    """Processes a test starts; each is stopped after it (by its own handle)."""
-    started: list[Service] = []
-    yield started
-    for service in reversed(started):
-        service.stop()
-
-
-@pytest.fixture
-def task_queue() -> str:
-    """A task queue of the test's own."""
-    return f"test-{uuid.uuid4().hex[:10]}"
 
 
 async def _stored(sink_url: str, ids: list[str]) -> tuple[int, set[str]]:
@@ -135,17 +120,53 @@ async def _result(address: str, workflow_id: str) -> BatchResult:
     return await asyncio.wait_for(handle.result(), timeout=120)
 
 
-def test_a_worker_killed_mid_batch_loses_nothing_and_stores_nothing_twice(
+def _attempts_table(db: Path) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    with sqlite3.connect(db) as conn:
+        by_attempt = conn.execute(
+            "SELECT shard, attempt, worker, count(*), min(stored_at) FROM predev_results "
+            "GROUP BY shard, attempt, worker"
+        ).fetchall()
+        attempts = conn.execute(
+            "SELECT shard, attempt, worker, already_stored, started_at FROM predev_attempts"
+        ).fetchall()
+    return by_attempt, attempts
+
+
+async def _retry_causes(address: str, workflow_id: str) -> list[tuple[int, str]]:
+    """For each shard whose last attempt was not its first: that attempt's number and why the
+    one before failed (an application failure's type, or ``"timeout"``)."""
+    client = await TemporalClient.connect(address)
+    history = await client.get_workflow_handle(workflow_id).fetch_history()
+    causes = []
+    for event in history.events:
+        if not event.HasField("activity_task_started_event_attributes"):
+            continue
+        started = event.activity_task_started_event_attributes
+        if started.attempt < 2:
+            continue
+        failure = started.last_failure
+        if failure.HasField("timeout_failure_info"):
+            causes.append((started.attempt, "timeout"))
+        else:
+            causes.append((started.attempt, failure.application_failure_info.type))
+    return causes
+
+
+@pytest.mark.parametrize("how", ["kill -9", "SIGTERM"])
+def test_a_worker_stopped_mid_batch_loses_nothing_and_stores_nothing_twice(
+    how: str,
     temporal_address: str,
     task_queue: str,
     tmp_path: Path,
     services: list[Service],
     figures: dict[str, str],
 ) -> None:
-    """kill -9 of the only worker part-way: another worker resumes every shard from where the
-    sink says, and every run is stored exactly once (the retried attempts are on record)."""
-    # Runs that finish over the next ten seconds or so, so the kill lands mid-shard.
-    emulator = start_emulator(tmp_path, runs=4_000, speed=4.0, max_duration=40.0)
+    """The worker holding every shard is killed (kill -9) or stopped (SIGTERM) part-way: a
+    standby worker resumes each shard from where the sink says and every run is stored exactly
+    once. After kill -9 the shards wait out the heartbeat timeout; after SIGTERM the worker
+    stores what it fetched, hands its shards on at once and exits 0."""
+    # Runs that finish over the next twenty seconds or so, so the stop lands mid-shard.
+    emulator = start_emulator(tmp_path, runs=4_000, speed=2.0, max_duration=40.0)
     services.append(emulator)
     base_url = emulator.extra["base_url"]
     ids = write_ids_file(base_url, tmp_path / "ids.txt")
@@ -171,14 +192,25 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_stores_nothing_twice(
         _start_crash_batch(temporal_address, task_queue, sink, tmp_path / "ids.txt")
     )
     deadline = time.monotonic() + 60
+    # worker-a takes all ten shards before the standby polls.
+    while db.exists() is False or len(_attempts_table(db)[1]) < 10:
+        assert time.monotonic() < deadline, "worker-a did not take every shard"
+        time.sleep(0.05)
+    standby = worker("worker-b")
+    standby.wait_for(READY)
     while asyncio.run(_stored(sink, []))[0] < len(ids) // 5:
         assert time.monotonic() < deadline, "the first worker stored nothing"
         time.sleep(0.05)
-    first.kill_9()
-    killed_at = time.time()
-    stored_at_kill = asyncio.run(_stored(sink, []))[0]
-    assert stored_at_kill < len(ids), "the batch finished before the kill"
-    worker("worker-b").wait_for(READY)
+    stopped_at = time.time()
+    if how == "kill -9":
+        first.kill_9()
+    else:
+        first.process.send_signal(signal.SIGTERM)
+        assert first.process.wait(timeout=30) == 0
+        assert "stopping: no new shards" in first.output()
+    left_after = time.time() - stopped_at
+    stored_at_stop = asyncio.run(_stored(sink, []))[0]
+    assert stored_at_stop < len(ids), "the batch finished before the stop"
 
     result = asyncio.run(_result(temporal_address, workflow_id))
 
@@ -187,31 +219,39 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_stores_nothing_twice(
     assert stored == set(ids)
     assert result.progress.ids == len(ids)
     assert result.progress.max_attempt >= 2
-    with sqlite3.connect(db) as conn:
-        by_attempt = conn.execute(
-            "SELECT shard, attempt, worker, count(*), min(stored_at) FROM predev_results "
-            "GROUP BY shard, attempt, worker"
-        ).fetchall()
-        attempts = conn.execute(
-            "SELECT shard, attempt, worker, already_stored FROM predev_attempts"
-        ).fetchall()
-    # The crash was real: shards were begun by worker-a, and attempted again by worker-b, which
-    # found part of them stored and finished the rest.
-    assert {w for _, a, w, _ in attempts if a == 1} == {"worker-a"}
-    retried = [(shard, already) for shard, a, w, already in attempts if a >= 2]
-    assert retried and all(w == "worker-b" for _, a, w, _ in attempts if a >= 2)
-    assert any(already > 0 for _, already in retried)
-    shards_resumed = {s for s, a, *_ in by_attempt if a == 1} & {
-        s for s, a, *_ in by_attempt if a >= 2
+    by_attempt, attempts = _attempts_table(db)
+
+    def after_stop(started_at: str) -> bool:
+        return datetime.fromisoformat(started_at).timestamp() >= stopped_at
+
+    # The stop was real: shards were begun by worker-a, and attempted again after the stop by
+    # worker-b only, which found part of them stored and finished the rest. (On a loaded
+    # machine an attempt may also time out before the stop: those are worker-a's or -b's.)
+    assert {w for _, a, w, _, _ in attempts if a == 1} == {"worker-a"}
+    later = [(shard, w, already) for shard, a, w, already, t in attempts if after_stop(t)]
+    assert later
+    assert {w for _, w, _ in later} == {"worker-b"}
+    assert any(already > 0 for *_, already in later)
+    resumed = {s for s, _, w, *_ in by_attempt if w == "worker-a"} & {
+        s for s, _, w, *_ in by_attempt if w == "worker-b"
     }
-    assert shards_resumed, by_attempt
+    assert resumed, by_attempt
     assert sum(n for *_, n, _ in by_attempt) == len(ids)
-    first_after = min(datetime.fromisoformat(t) for _, a, _, _, t in by_attempt if a >= 2)
-    recovery = first_after.timestamp() - killed_at
-    figures["kill -9 of the only worker, 4,000 runs, heartbeat timeout 2 s"] = (
-        f"{stored_at_kill} stored before the kill; the replacement's first store came "
-        f"{recovery:.1f} s after it; {len(retried)} shards resumed (attempt 2), "
-        f"{len(shards_resumed)} of them with rows from both attempts"
+    # Why each shard's last attempt began: after kill -9, only heartbeat timeouts; after
+    # SIGTERM, the worker's shutdown (and, under load, maybe a timeout as well).
+    causes = {cause for _, cause in asyncio.run(_retry_causes(temporal_address, workflow_id))}
+    if how == "kill -9":
+        assert causes == {"timeout"}
+    else:
+        assert "WorkerShutdownError" in causes
+        assert causes <= {"WorkerShutdownError", "timeout"}
+    first_after = min(datetime.fromisoformat(t) for _, _, w, _, t in by_attempt if w == "worker-b")
+    recovery = first_after.timestamp() - stopped_at
+    figures[f"{how} of the worker holding all 10 shards, 4,000 runs, heartbeat timeout 2 s"] = (
+        f"{stored_at_stop} stored before the stop; the worker was gone {left_after:.2f} s after "
+        f"it; the standby's first store came {recovery:.1f} s after it; "
+        f"{len({shard for shard, *_ in later})} shards resumed after the stop, {len(resumed)} "
+        "of them with rows from both workers"
     )
 
 
