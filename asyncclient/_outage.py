@@ -56,7 +56,7 @@ class OutageTracker:
         """Transient failures in a row since the last answer."""
         self._streak_began = math.inf
         self.down_since: float | None = None
-        """When the failures that made the current outage began; ``None`` while answering."""
+        """When the first request of the failures that made the outage was sent; else ``None``."""
         self.last_error: PredevError | None = None
         """The latest transient failure of the current outage."""
         self.outages = 0
@@ -99,8 +99,8 @@ class OutageTracker:
         self.last_error = None
         return seconds
 
-    def failed(self, error: PredevError) -> tuple[bool, bool]:
-        """Record a transient failure.
+    def failed(self, error: PredevError, sent_at: float) -> tuple[bool, bool]:
+        """Record a transient failure of a request sent at ``sent_at``.
 
         Returns:
             ``(charged, began)``: whether the failure counts against its run (the request before
@@ -109,7 +109,8 @@ class OutageTracker:
         now = self._now()
         charged = self.streak == 0 and self.down_since is None
         if self.streak == 0:
-            self._streak_began = now
+            # From when the first failing request left: a black hole fails only at its timeout.
+            self._streak_began = min(sent_at, now)
         self.streak += 1
         began = False
         if self.down_since is not None:

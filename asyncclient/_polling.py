@@ -403,6 +403,7 @@ class Watcher:
             return
         self.polls += 1
         run: Run | None = None
+        sent_at = self._now()
         try:
             if watched.deadline == math.inf:
                 run = await self._fetch(watched)
@@ -425,7 +426,7 @@ class Watcher:
                 self._answered()
                 await self._deliver(watched, error=error)
                 return
-            charged, began = outage.failed(error)
+            charged, began = outage.failed(error, sent_at)
             if charged:  # the request before it was answered: this run fails on its own
                 watched.failures += 1
             if watched.failures >= self.policy.max_failed_polls:
@@ -575,7 +576,7 @@ class Watcher:
             self.scan_failures += 1
             now = self._now()
             if _is_transient(error):
-                if self._outage.failed(error)[1]:
+                if self._outage.failed(error, started)[1]:
                     self._outage_began(error)
             else:
                 self._answered()
@@ -669,13 +670,14 @@ class Watcher:
         """One row of the list: answers when the API is up, whatever any one run does."""
         assert self._fetch_page is not None
         self.scan_requests += 1
+        sent_at = self._now()
         try:
             await self._fetch_page(1, 0, "processing")
         except AuthenticationError as error:
             self._fail(error)
         except PredevError as error:
             if _is_transient(error):
-                self._outage.failed(error)
+                self._outage.failed(error, sent_at)
             else:
                 self._answered()
         else:

@@ -3,7 +3,7 @@
 Usage::
 
     python -m asyncclient.testing --port 8765 --api-key demo-key --runs 100 [--speed 10]
-        [--faults "503:0.2,reset:0.05,429=1:0.01"]
+        [--faults "503:0.2,reset:0.05,429=1:0.01"] [--outage refused:30:120 ...]
 
 It prints its base URL on one line, then serves until interrupted (Ctrl-C or SIGTERM).
 """
@@ -32,8 +32,41 @@ _FAULTS_HELP = """\
           stall[=SECONDS]           no answer for SECONDS (65), then the real one
           not_json                  a 200 whose body is not JSON
           html[=STATUS]             a proxy's HTML error page (502)
+          blackhole                 the request is read and never answered
   example: --faults "503:0.2,reset:0.05,429=1:0.01,list/stall=5:0.01"
+
+--outage FORM:START:SECONDS (repeatable): the whole API down for SECONDS, START seconds after
+  the server starts. FORM is a status such as 503 (every request answered with it), refused
+  (the port closed: connections refused, open ones cut) or blackhole (connections accepted,
+  nothing answered).
+  example: --outage refused:30:120 --outage 503:300:60
 """
+
+_OUTAGE_FORMS = ("refused", "blackhole")
+
+
+def _outage(text: str) -> tuple[str, int, float, float]:
+    """Parse ``FORM:START:SECONDS`` into ``(form, status, start, seconds)``."""
+    parts = text.split(":")
+    if len(parts) != 3:
+        raise argparse.ArgumentTypeError(f"expected FORM:START:SECONDS, got {text!r}")
+    form, raw_start, raw_seconds = (part.strip() for part in parts)
+    status = 503
+    if form.isdigit():
+        status, form = int(form), "status"
+        if not 400 <= status <= 599:
+            raise argparse.ArgumentTypeError(f"{text!r}: a status must be 400..599")
+    elif form not in _OUTAGE_FORMS:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: FORM must be a status (503), refused or blackhole, got {form!r}"
+        )
+    try:
+        start, seconds = float(raw_start), float(raw_seconds)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: START and SECONDS are numbers") from None
+    if not (0 <= start < float("inf") and 0 <= seconds < float("inf")):
+        raise argparse.ArgumentTypeError(f"{text!r}: START and SECONDS must be finite, >= 0")
+    return form, status, start, seconds
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -68,10 +101,23 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SPEC",
         help='inject failures, e.g. "503:0.2,reset:0.05,429=1:0.01" (syntax below)',
     )
+    parser.add_argument(
+        "--outage",
+        type=_outage,
+        action="append",
+        default=[],
+        metavar="FORM:START:SECONDS",
+        help="take the API down on a schedule, e.g. refused:30:120 (syntax below)",
+    )
     return parser
 
 
-async def _serve_forever(emulator: Emulator, host: str, port: int) -> None:
+async def _serve_forever(
+    emulator: Emulator,
+    host: str,
+    port: int,
+    outages: Sequence[tuple[str, int, float, float]] = (),
+) -> None:
     """Serve until cancelled (Ctrl-C, via asyncio.run) or sent SIGTERM."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -83,6 +129,8 @@ async def _serve_forever(emulator: Emulator, host: str, port: int) -> None:
     try:
         async with serve(emulator, host=host, port=port) as server:
             print(server.base_url, flush=True)
+            for form, status, start, seconds in outages:
+                emulator.faults.outage(seconds, status, form=form, start=start)  # type: ignore[arg-type]
             await stop.wait()
     finally:
         if handling:
@@ -115,7 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # asyncio.run turns Ctrl-C into cancelling the server task, which stops the server
     # cleanly, and then re-raises KeyboardInterrupt here.
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve_forever(emulator, args.host, args.port))
+        asyncio.run(_serve_forever(emulator, args.host, args.port, args.outage))
     return 0
 
 

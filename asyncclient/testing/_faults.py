@@ -96,7 +96,7 @@ _ROUTE_NAMES: dict[str, FaultRoute] = {
 # A stalled request checks this often whether its client has hung up.
 _STALL_TICK = 0.01
 # A black-holed request checks this often whether its client or its fault has gone.
-_HOLD_TICK = 0.02
+_HOLD_TICK = 0.005
 _NOT_JSON = b"<<upstream answered OK but this is not JSON>>"
 _HTML = (
     "<html>\r\n<head><title>{status} {phrase}</title></head>\r\n<body>\r\n"
