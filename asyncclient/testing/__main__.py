@@ -19,6 +19,7 @@ from collections.abc import Sequence
 
 from ._clock import RealClock
 from ._emulator import Emulator
+from ._faults import OutageForm
 from ._server import serve
 
 _FAULTS_HELP = """\
@@ -42,21 +43,24 @@ _FAULTS_HELP = """\
   example: --outage refused:30:120 --outage 503:300:60
 """
 
-_OUTAGE_FORMS = ("refused", "blackhole")
 
-
-def _outage(text: str) -> tuple[str, int, float, float]:
+def _outage(text: str) -> tuple[OutageForm, int, float, float]:
     """Parse ``FORM:START:SECONDS`` into ``(form, status, start, seconds)``."""
     parts = text.split(":")
     if len(parts) != 3:
         raise argparse.ArgumentTypeError(f"expected FORM:START:SECONDS, got {text!r}")
     form, raw_start, raw_seconds = (part.strip() for part in parts)
     status = 503
+    chosen: OutageForm
     if form.isdigit():
-        status, form = int(form), "status"
+        status, chosen = int(form), "status"
         if not 400 <= status <= 599:
             raise argparse.ArgumentTypeError(f"{text!r}: a status must be 400..599")
-    elif form not in _OUTAGE_FORMS:
+    elif form == "refused":
+        chosen = "refused"
+    elif form == "blackhole":
+        chosen = "blackhole"
+    else:
         raise argparse.ArgumentTypeError(
             f"{text!r}: FORM must be a status (503), refused or blackhole, got {form!r}"
         )
@@ -66,7 +70,7 @@ def _outage(text: str) -> tuple[str, int, float, float]:
         raise argparse.ArgumentTypeError(f"{text!r}: START and SECONDS are numbers") from None
     if not (0 <= start < float("inf") and 0 <= seconds < float("inf")):
         raise argparse.ArgumentTypeError(f"{text!r}: START and SECONDS must be finite, >= 0")
-    return form, status, start, seconds
+    return chosen, status, start, seconds
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -112,12 +116,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def _serve_forever(
-    emulator: Emulator,
-    host: str,
-    port: int,
-    outages: Sequence[tuple[str, int, float, float]] = (),
-) -> None:
+async def _serve_forever(emulator: Emulator, host: str, port: int) -> None:
     """Serve until cancelled (Ctrl-C, via asyncio.run) or sent SIGTERM."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -129,8 +128,6 @@ async def _serve_forever(
     try:
         async with serve(emulator, host=host, port=port) as server:
             print(server.base_url, flush=True)
-            for form, status, start, seconds in outages:
-                emulator.faults.outage(seconds, status, form=form, start=start)  # type: ignore[arg-type]
             await stop.wait()
     finally:
         if handling:
@@ -160,10 +157,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             emulator.faults.add_spec(args.faults)
         except ValueError as exc:
             _parser().error(f"--faults: {exc}")
+    for form, status, start, seconds in args.outage:
+        # START counts from now: the server listens a moment later.
+        emulator.faults.outage(seconds, status, form=form, start=start)
     # asyncio.run turns Ctrl-C into cancelling the server task, which stops the server
     # cleanly, and then re-raises KeyboardInterrupt here.
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve_forever(emulator, args.host, args.port, args.outage))
+        asyncio.run(_serve_forever(emulator, args.host, args.port))
     return 0
 
 
