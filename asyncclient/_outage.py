@@ -11,7 +11,10 @@ answer. In an outage the first failure may be charged (nothing tells it from a r
 yet); every failure after it follows a failure and is not. A run that fails among runs that
 succeed follows answers and is charged every time, so it still ends after ``max_failed_polls``.
 
-After :data:`OUTAGE_AFTER` transient failures in a row the watch is *down*: it stops polling
+After :data:`OUTAGE_AFTER` transient failures in a row, spanning at least one ``interval`` from
+when the first of them was sent (so a burst of unlucky failures among many answers is not an
+outage, while a black hole, whose requests fail only at their timeout, is known at its third
+failure), the watch is *down*: it stops polling
 runs and sends one probe per ``interval`` (the polling policy's ``max_delay``), one after the
 other, so a black hole holds one request, not one per run. The first answer ends the outage.
 """
@@ -26,7 +29,8 @@ from ._exceptions import PredevError
 __all__ = ["OUTAGE_AFTER", "OutageTracker"]
 
 OUTAGE_AFTER = 3
-"""Transient failures in a row, whichever runs they were for, that make an outage."""
+"""Transient failures in a row, whichever runs they were for, that make an outage (when they
+span at least one probe interval)."""
 
 
 class OutageTracker:
@@ -115,7 +119,7 @@ class OutageTracker:
         began = False
         if self.down_since is not None:
             self.last_error = error
-        elif self.streak >= OUTAGE_AFTER:
+        elif self.streak >= OUTAGE_AFTER and now - self._streak_began >= self._interval:
             self.down_since = self._streak_began
             self.last_error = error
             self.outages += 1
