@@ -296,6 +296,25 @@ async def test_a_run_failing_on_its_own_still_ends_after_max_failed_polls(
     assert watcher.outages == 0
 
 
+async def test_wait_on_a_run_failing_on_its_own_still_raises(
+    emulator: Emulator, server: EmulatorServer
+) -> None:
+    """Alone, a failing run looks like an outage until a list-page probe answers; then it ends."""
+    (broken,) = make_runs(emulator, 1)
+
+    def fail_broken(route: str, request: web.Request) -> None:
+        if route == "get":
+            raise web.HTTPServiceUnavailable(text="this run's shard is down")
+
+    emulator.before_request = fail_broken
+    async with client_for(server) as client:
+        with anyio.fail_after(10), pytest.raises(ServerError):
+            await client.wait(broken, policy=scaled_poll(max_failed_polls=3))
+    # The first failure was charged (nothing had failed before it); each later one only after
+    # a list-page probe had answered: the probes that told the run's failure from an outage.
+    assert emulator.requests_by_route["list"] >= 3 - 1
+
+
 # -- deadlines still rule --------------------------------------------------------------------
 
 
