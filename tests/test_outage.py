@@ -35,6 +35,7 @@ from asyncclient import (
 )
 from asyncclient._outage import OUTAGE_AFTER, OutageTracker
 from asyncclient.testing import Emulator, EmulatorServer, Fault, Faults, ManualClock, serve
+from asyncclient.testing import __main__ as entry
 
 pytestmark = pytest.mark.anyio
 
@@ -572,3 +573,23 @@ async def test_emulator_command_line_schedules_outages() -> None:
         process.terminate()
         with anyio.fail_after(10):
             assert await process.wait() == 0
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        pytest.param("gone:1:2", id="unknown-form"),
+        pytest.param("refused:1", id="two-parts"),
+        pytest.param("refused:soon:2", id="not-a-number"),
+        pytest.param("refused:1:-2", id="negative"),
+        pytest.param("200:1:2", id="not-an-error-status"),
+    ],
+)
+def test_emulator_command_line_refuses_malformed_outages(
+    spec: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A malformed ``--outage`` is a usage error (exit 2) naming the option."""
+    with pytest.raises(SystemExit) as info:
+        entry.main(["--outage", spec])
+    assert info.value.code == 2
+    assert "--outage" in capsys.readouterr().err
