@@ -5,12 +5,15 @@
     asyncclient runs get ID [--events] [--json]
     asyncclient runs list [--status S] [--limit N] [--all] [--json]
     asyncclient runs watch ID... | --ids-file FILE [--events] [--out FILE [--resume]]
+        [--max-outage SECONDS]
     asyncclient emulator [--port P] [--runs N] [--api-key K] [--speed X]
     asyncclient demo [--runs N] [--seed S]
 
 Exit codes: 0 success (for ``watch``: every run finished ``completed``); 1 a run failed or could
 not be fetched; 2 a usage error (bad option, bad id, unreadable file); 3 no API key, or the key
-was refused; 4 the API could not be reached; 130 interrupted (Ctrl-C).
+was refused; 4 the API could not be reached (for ``watch``: it stayed unreachable for longer
+than ``--max-outage``, 10 minutes by default; shorter outages are ridden out and logged on
+stderr); 130 interrupted (Ctrl-C).
 
 Progress goes to stderr, only when stderr is a terminal, and only with ``rich`` installed
 (``pip install asyncclient[cli]``); without it every command still works, in plain text.
@@ -22,6 +25,7 @@ import argparse
 import asyncio
 import contextlib
 import importlib.util
+import logging
 import math
 import os
 import random
@@ -59,6 +63,7 @@ from ._config import (
 from ._exceptions import (
     APIConnectionError,
     APIStatusError,
+    APIUnavailableError,
     AuthenticationError,
     PredevError,
 )
@@ -92,6 +97,8 @@ _DEMO_INSTRUCTIONS = (
     "Summarise the first paragraph.",
 )
 _DEMO_TASK_FAILURES = ("ERROR", "TIMEOUT", "BLOCKED", "CAPTCHA_FAILED", "LOOP", "NO_TARGET")
+DEFAULT_MAX_OUTAGE = 600.0
+"""Seconds ``runs watch`` rides out an unreachable API before it gives up with exit 4."""
 
 
 class _CliError(Exception):
@@ -147,6 +154,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AuthenticationError as exc:
         _error(f"the API key was refused ({exc.status}: {exc.message})")
         return EXIT_AUTH
+    except APIUnavailableError as exc:
+        _error(f"cannot reach {context.base_url} ({exc})", context.hint)
+        return EXIT_CONNECTION
     except APIConnectionError as exc:
         # aiohttp's own words say why (refused, DNS, TLS...); a timeout has none.
         reason = str(exc.__cause__ or "") or str(exc)
@@ -268,6 +278,16 @@ def _parser() -> argparse.ArgumentParser:
         "--resume",
         action="store_true",
         help="keep FILE's lines and skip the runs it already holds (needs --out)",
+    )
+    watch.add_argument(
+        "--max-outage",
+        type=_positive_float,
+        default=DEFAULT_MAX_OUTAGE,
+        metavar="SECONDS",
+        help=(
+            "ride out an unreachable API for this long, then stop with exit 4 "
+            f"({DEFAULT_MAX_OUTAGE:g}; runs finished meanwhile are not lost)"
+        ),
     )
     watch.add_argument("-q", "--quiet", action="store_true", help="no progress or summary")
     # Tests shrink every polling and retry delay; the logic stays the production one.
@@ -727,9 +747,13 @@ async def _cmd_watch(args: argparse.Namespace, context: _Context) -> int:
     progress_on = (
         not args.quiet and sys.stderr.isatty() and (out is not None or not sys.stdout.isatty())
     )
+    policy = replace(
+        _scaled_policy(args.delay_scale), max_outage=args.max_outage * args.delay_scale
+    )
     with (
         _open_results(out, append=args.resume) as sink,
         _Progress("watching", len(ids), enabled=progress_on) as progress,
+        _outage_log(enabled=not args.quiet),
     ):
         progress.update(tally)
         written = 0
@@ -737,13 +761,11 @@ async def _cmd_watch(args: argparse.Namespace, context: _Context) -> int:
             context.hint = f"0 new runs recorded in {where}; rerun with --resume to go on"
         async with client:
             if todo:
-                async with client.watch(
-                    todo, include_events=args.events, policy=_scaled_policy(args.delay_scale)
-                ) as watcher:
+                async with client.watch(todo, include_events=args.events, policy=policy) as watcher:
+                    progress.note = lambda: _unreachable_note(watcher.unreachable_for)
+                    # An outage is ridden out by the watch (and logged); only a run's own
+                    # failures are delivered, and recorded like any other result.
                     async for update in watcher:
-                        if isinstance(update.error, APIConnectionError):
-                            # Unreachable: stop, and leave the run for --resume to retry.
-                            raise update.error
                         sink(_result_line(update))
                         written += 1
                         if out is not None:
@@ -764,6 +786,32 @@ async def _cmd_watch(args: argparse.Namespace, context: _Context) -> int:
         runs = "run" if len(ids) == 1 else "runs"
         print(f"watched {len(ids)} {runs}: {tally.describe()}{extra}", file=sys.stderr)
     return EXIT_OK if tally.all_completed else EXIT_FAILED
+
+
+def _unreachable_note(seconds: float | None) -> str:
+    return "" if seconds is None else f"API unreachable for {_seconds(seconds)}"
+
+
+@contextlib.contextmanager
+def _outage_log(*, enabled: bool) -> Iterator[None]:
+    """Print the watch's outage log lines (when the API stops and starts answering) on stderr."""
+    if not enabled:
+        yield
+        return
+    watch_logger = logging.getLogger("asyncclient")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"{_PROG}: %(message)s"))
+    handler.setLevel(logging.INFO)
+    handler.addFilter(lambda record: record.name == "asyncclient")
+    level = watch_logger.level
+    watch_logger.addHandler(handler)
+    if level == logging.NOTSET or level > logging.INFO:
+        watch_logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        watch_logger.removeHandler(handler)
+        watch_logger.setLevel(level)
 
 
 def _watch_ids(args: argparse.Namespace) -> list[str]:
@@ -887,6 +935,8 @@ class _Progress:
         self._enabled = enabled
         self._bar: Progress | None = None
         self._task: TaskID | None = None
+        # Read by the bar's refresh thread: what to say beside the counts (an outage).
+        self.note: Callable[[], str] = str
 
     def __enter__(self) -> _Progress:
         if not self._enabled:
@@ -897,16 +947,25 @@ class _Progress:
                 BarColumn,
                 MofNCompleteColumn,
                 Progress,
+                ProgressColumn,
                 TextColumn,
                 TimeElapsedColumn,
             )
+            from rich.text import Text
         except ImportError:
             return self
+        owner = self
+
+        class NoteColumn(ProgressColumn):
+            def render(self, task: Any) -> Text:
+                return Text(owner.note(), style="bold red")
+
         self._bar = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("{task.fields[detail]}", markup=False),
+            NoteColumn(),
             TimeElapsedColumn(),
             console=Console(stderr=True),
             redirect_stdout=False,

@@ -354,9 +354,12 @@ class Client:
         ``async with client.watch(ids) as watcher: async for update in watcher: ...``. Each run
         is polled at once, then on exponential backoff (1 s, ×1.5, capped at 15 s, jittered); a
         run that answers 404 is retried during ``policy.not_found_grace``; a 401 stops the whole
-        watch; any other error is delivered for that run alone. ``watcher.add(ids)`` adds runs
-        while watching. With ``include_events=True`` polls ask for no events while a run is
-        processing; it is fetched once more, with events, when it has finished.
+        watch; any other error is delivered for that run alone, after ``policy.max_failed_polls``
+        failed polls of its own. An outage of the API (every request failing, whichever run it
+        is for) is ridden out: no run is charged, one probe goes per ``policy.max_delay``, and
+        the runs resume when it answers. ``watcher.add(ids)`` adds runs while watching. With
+        ``include_events=True`` polls ask for no events while a run is processing; it is fetched
+        once more, with events, when it has finished.
 
         Runs that have already finished are read from list pages, a hundred a request, when
         that costs fewer requests than a GET each (the ids given here, or a batch given to
@@ -371,6 +374,8 @@ class Client:
 
         Raises:
             ValueError: an id or an argument is not acceptable (before any request).
+            APIUnavailableError: (when leaving the block) the API stayed unreachable for longer
+                than ``policy.max_outage``.
         """
         return Watcher(
             self._fetch_run,
@@ -400,6 +405,8 @@ class Client:
         Raises:
             WatchTimeoutError: the run was still processing after ``timeout`` seconds.
             NotFoundError: the run does not exist (after ``not_found_grace``).
+            APIUnavailableError: the API stayed unreachable for longer than the policy's
+                ``max_outage`` (an outage shorter than that is ridden out).
             PredevError: any other error that outlived the retries.
         """
         validate_run_id(run_id)

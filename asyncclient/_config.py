@@ -212,7 +212,12 @@ class PollPolicy:
         max_failed_polls: how many polls of one run in a row may fail with a transient error
             (connection error, timeout, 408, 429, 5xx: each already retried by the session
             layer) before that run is delivered with the error. Failed polls keep the run's
-            normal cadence, so a spent retry budget or an outage never loses a run.
+            normal cadence, so a spent retry budget never loses a run. Only a run's own failures
+            count: during an outage of the API (every recent request failing, whichever run it
+            was for) no run is charged, and the watch probes with one request per ``max_delay``.
+        max_outage: seconds the API may stay unreachable (every request failing transiently)
+            before the watch stops with :class:`APIUnavailableError`; ``None`` (the default)
+            rides out an outage of any length, bounded only by ``run_timeout`` and ``timeout``.
     """
 
     initial_delay: float = 1.0
@@ -226,6 +231,7 @@ class PollPolicy:
     buffer_size: int = 256
     max_failed_polls: int = 5
     strategy: PollStrategy = "auto"
+    max_outage: float | None = None
     _schedule: tuple[float, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -240,6 +246,7 @@ class PollPolicy:
         _check_int("max_in_flight", self.max_in_flight, minimum=1, maximum=10_000)
         _check_optional_positive("run_timeout", self.run_timeout)
         _check_optional_positive("timeout", self.timeout)
+        _check_optional_positive("max_outage", self.max_outage)
         _check_number("not_found_grace", self.not_found_grace, minimum=0, allow_zero=True)
         _check_int("buffer_size", self.buffer_size, minimum=1, maximum=1_000_000)
         _check_int("max_failed_polls", self.max_failed_polls, minimum=1, maximum=1_000_000)

@@ -13,6 +13,7 @@ Every error this library raises on purpose derives from :class:`PredevError`::
     │   ├── RateLimitError          429 RATE_LIMITED / QUEUE_FULL
     │   └── ServerError             5xx
     ├── ResponseDecodeError         a 2xx whose body is not the expected JSON
+    ├── APIUnavailableError         a watch gave up: the API was down longer than max_outage
     ├── WatchTimeoutError           a watched run did not finish before its deadline
     └── WalkStalledError            the run list changed faster than it could be walked
 
@@ -27,6 +28,7 @@ __all__ = [
     "APIConnectionError",
     "APIStatusError",
     "APITimeoutError",
+    "APIUnavailableError",
     "AuthenticationError",
     "BadRequestError",
     "NotFoundError",
@@ -167,6 +169,25 @@ class ResponseDecodeError(PredevError):
         self.method = method
         self.path = path
         self.body = _excerpt(body)
+
+
+class APIUnavailableError(PredevError):
+    """Every request of a watch failed for longer than ``PollPolicy.max_outage``; it stopped.
+
+    Raised by the watch (and :meth:`Client.wait`) as a whole, not delivered per run: an outage is
+    the API's state, not a run's. The runs not yet delivered are still running on the server.
+
+    Attributes:
+        seconds: how long the API had been unreachable when the watch gave up.
+        last_error: the last transient failure seen (refused, timed out, 5xx...), also the
+            exception's ``__cause__``.
+    """
+
+    def __init__(self, seconds: float, last_error: PredevError | None = None) -> None:
+        detail = f"; last error: {last_error}" if last_error is not None else ""
+        super().__init__(f"the API has been unreachable for {seconds:.1f} s{detail}")
+        self.seconds = seconds
+        self.last_error = last_error
 
 
 class WatchTimeoutError(PredevError, TimeoutError):

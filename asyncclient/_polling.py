@@ -12,6 +12,12 @@ watch owns one task group; leaving it cancels everything.
 
 Exactly once: a run's record is marked delivered before its terminal update is sent, and every
 path that ends a run (finished, error, deadline) goes through that one step.
+
+Outages: every outcome feeds an :class:`~._outage.OutageTracker`. While it says the API is down,
+runs are held (only their deadlines wake them), no run is charged a failure, and a probe task
+sends one request per capped interval, a GET of the run waiting longest or (every other time) a
+one-row list page, so one run failing on its own cannot pass for an outage for long. The first
+answer releases the runs, spread over one capped interval.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from ._config import LIST_PAGE_MAX, RETRY_STATUSES, PollPolicy, validate_run_id
 from ._exceptions import (
     APIConnectionError,
     APIStatusError,
+    APIUnavailableError,
     AuthenticationError,
     NotFoundError,
     PredevError,
@@ -45,6 +52,7 @@ from ._exceptions import (
 from ._harvest import MIN_RUNS as HARVEST_MIN_RUNS
 from ._harvest import Harvest
 from ._models import Run
+from ._outage import OutageTracker
 from ._pagination import FetchPage, _Walk
 
 __all__ = ["RunUpdate", "Watcher"]
@@ -137,6 +145,8 @@ class Watcher:
         harvest_requests: list pages read to find runs that had already finished.
         harvested: runs those pages settled (delivered from their rows, or, with
             ``include_events=True``, seen finished and so fetched once instead of twice).
+        outages: how many outages of the API (every recent request failing, whichever run it
+            was for) the watch has met; see :attr:`unreachable_for`.
     """
 
     def __init__(
@@ -195,6 +205,8 @@ class Watcher:
         self.scans = 0
         self.scan_failures = 0
         self.scan_requests = 0
+        self._outage = OutageTracker(interval=self.policy.max_delay, now=lambda: self._now())
+        self._outage_began_event = anyio.Event()
 
     def __repr__(self) -> str:
         return f"<Watcher pending={self._undelivered} polls={self.polls}>"
@@ -204,6 +216,16 @@ class Watcher:
         if isinstance(run_ids, (str, bytes)):
             raise ValueError("run_ids must be an iterable of run ids, not a single string")
         return [validate_run_id(run_id) for run_id in run_ids]
+
+    @property
+    def outages(self) -> int:
+        """How many outages of the API the watch has met (ridden out, or riding out now)."""
+        return self._outage.outages
+
+    @property
+    def unreachable_for(self) -> float | None:
+        """Seconds the API has been unreachable so far, or ``None`` while it answers."""
+        return self._outage.down_for()
 
     @property
     def pending(self) -> int:
@@ -310,6 +332,10 @@ class Watcher:
             self._fail(error)
         except PredevError as error:
             logger.debug("reading finished runs from the list failed; polling them: %s", error)
+        else:
+            if harvest.requests:
+                # The pages answered: whatever the tracker believed, the API is up.
+                self._answered()
         finally:
             self._harvesting = False
             self.harvest_requests += harvest.requests
@@ -341,6 +367,9 @@ class Watcher:
         task_group.start_soon(self._dispatch)
         if self.policy.strategy != "per-run":
             task_group.start_soon(self._scan_loop)
+        task_group.start_soon(self._probe_loop)
+        if self.policy.max_outage is not None:
+            task_group.start_soon(self._give_up_after, self.policy.max_outage)
         timeout = self.policy.timeout
         self._watch_deadline = self._now() + timeout if timeout is not None else math.inf
         self._add(self._initial)
@@ -431,9 +460,18 @@ class Watcher:
             finally:
                 watched.in_flight = False
 
-    async def _poll(self, watched: _Watched) -> None:
+    async def _poll(self, watched: _Watched, *, probe: bool = False) -> None:
+        outage = self._outage
+        if outage.down and not probe:
+            if self._now() >= watched.deadline:
+                error = WatchTimeoutError(watched.run_id, "still processing at its deadline")
+                await self._deliver(watched, error=error)
+            else:
+                self._hold(watched)  # the API is down: only the probe task sends requests
+            return
         self.polls += 1
         run: Run | None = None
+        sent_at = self._now()
         try:
             if watched.deadline == math.inf:
                 run = await self._fetch(watched)
@@ -444,6 +482,7 @@ class Watcher:
             self._fail(error)  # the key is wrong for every run: stop the whole watch
             return
         except NotFoundError as error:
+            self._answered()
             now = self._now()
             if now - watched.added_at < self.policy.not_found_grace and now < watched.deadline:
                 self._reschedule(watched, now)
@@ -451,13 +490,26 @@ class Watcher:
                 await self._deliver(watched, error=error)
             return
         except PredevError as error:
-            watched.failures += 1
-            if _is_transient(error) and watched.failures < self.policy.max_failed_polls:
-                self._reschedule(watched, self._now())
-            else:
+            if not _is_transient(error):
+                self._answered()
                 await self._deliver(watched, error=error)
+                return
+            charged, began = outage.failed(error, sent_at)
+            if charged:  # the request before it was answered: this run fails on its own
+                watched.failures += 1
+            if watched.failures >= self.policy.max_failed_polls:
+                await self._deliver(watched, error=error)
+            elif began:
+                self._outage_began(error)
+                self._hold(watched)
+            elif outage.down:
+                self._hold(watched)
+            else:
+                self._reschedule(watched, self._now())
             return
         watched.failures = 0
+        if run is not None:
+            self._answered()
         if self._scan_failures >= SCAN_FAILURES_BEFORE_GETS and self._scanning:
             # GETs work while list scans fail: poll runs one by one until a scan works again.
             self._scanning = False
@@ -549,6 +601,9 @@ class Watcher:
             )
             if self._scan_is_cheaper(due_gets):
                 self._scanning = True
+                if self._outage.down:
+                    self._next_scan_at = math.inf  # the probe task probes; its answer wakes us
+                    continue
                 await self._scan(now)
             elif self._scanning:
                 self._scanning = False
@@ -592,6 +647,15 @@ class Watcher:
             self._scan_failures += 1
             self.scan_failures += 1
             now = self._now()
+            if _is_transient(error):
+                if self._outage.failed(error, started)[1]:
+                    self._outage_began(error)
+            else:
+                self._answered()
+            if self._outage.down:
+                self._next_scan_at = math.inf  # the probe task probes; its answer wakes us
+                self._park_all()
+                return
             # Back off: a scan and a probe per tick must not outpace a healthy scan per tick.
             interval = self._next_scan_at - started
             self._next_scan_at = started + interval * 2 ** min(self._scan_failures, 4)
@@ -605,6 +669,7 @@ class Watcher:
             self.scan_requests += walk.requests
         self._scan_total = walk.total
         self._scan_failures = 0
+        self._answered()
         now = self._now()
         for watched in list(self._active.values()):
             if watched.delivered or watched.added_at > started:
@@ -620,6 +685,110 @@ class Watcher:
                 watched.last_completed = listed.completed
                 await self._put(RunUpdate(watched.run_id, run=listed, final=False))
             self._reschedule(watched, now)
+
+    # -- outages ---------------------------------------------------------------------------
+
+    def _answered(self) -> None:
+        seconds = self._outage.answered()
+        if seconds is not None:
+            self._outage_ended(seconds)
+
+    def _outage_began(self, error: PredevError) -> None:
+        """Every recent request failed: hold every run; from now on one probe per interval."""
+        logger.warning(
+            "the API is unreachable (%s); probing every %g s until it answers",
+            error,
+            self.policy.max_delay,
+        )
+        for watched in self._active.values():
+            if not watched.in_flight:
+                self._schedule(watched, min(_PARKED, watched.deadline))
+        self._outage_began_event.set()
+
+    def _hold(self, watched: _Watched) -> None:
+        """Park a run for the outage: only its deadline (or the outage's end) wakes it."""
+        if watched.delivered:
+            return
+        # To the back of the probe order, so that probes go round the runs.
+        watched.natural_due = self._now() + self.policy.max_delay
+        self._schedule(watched, min(_PARKED, watched.deadline))
+
+    async def _probe_loop(self) -> None:
+        """While the API is down, send one request per interval and nothing else."""
+        outage = self._outage
+        while True:
+            if not outage.down:
+                if self._outage_began_event.is_set():
+                    self._outage_began_event = anyio.Event()
+                await self._outage_began_event.wait()
+                continue
+            delay = outage.next_probe_at - self._now()
+            if delay > 0:
+                await anyio.sleep(delay)
+                continue  # the outage may have ended meanwhile
+            probes = outage.claim_probe()
+            waiting = [w for w in self._active.values() if not w.in_flight]
+            if self._fetch_page is not None and (probes % 2 == 0 or not waiting):
+                await self._probe_list()
+            elif waiting:
+                watched = min(waiting, key=lambda w: w.natural_due)
+                watched.in_flight = True
+                try:
+                    await self._poll(watched, probe=True)
+                finally:
+                    watched.in_flight = False
+
+    async def _probe_list(self) -> None:
+        """One row of the list: answers when the API is up, whatever any one run does."""
+        assert self._fetch_page is not None
+        self.scan_requests += 1
+        sent_at = self._now()
+        try:
+            await self._fetch_page(1, 0, "processing")
+        except AuthenticationError as error:
+            self._fail(error)
+        except PredevError as error:
+            if _is_transient(error):
+                self._outage.failed(error, sent_at)
+            else:
+                self._answered()
+        else:
+            self._answered()
+
+    def _outage_ended(self, seconds: float) -> None:
+        """The API answers again: release the runs over one capped interval, not all at once."""
+        logger.info("the API answers again, after %.1f s unreachable", seconds)
+        now = self._now()
+        spread = self.policy.max_delay
+        for watched in self._active.values():
+            if watched.in_flight or watched.due <= now:
+                continue
+            # The healthy cadence: each run once per capped interval, so no storm.
+            watched.natural_due = now + spread * self._rand()
+            if not self._scanning:
+                self._schedule(watched, min(watched.natural_due, watched.deadline))
+        if self.policy.strategy != "per-run":
+            self._next_scan_at = now  # one scan finds what finished meanwhile
+            self._scan_wakeup.set()
+
+    async def _give_up_after(self, max_outage: float) -> None:
+        """Stop the watch with APIUnavailableError once an outage outlasts ``max_outage``."""
+        outage = self._outage
+        while True:
+            since = outage.down_since
+            if since is None:
+                if self._outage_began_event.is_set():
+                    self._outage_began_event = anyio.Event()
+                await self._outage_began_event.wait()
+                continue
+            remaining = since + max_outage - self._now()
+            if remaining <= 0:
+                last = outage.last_error
+                error = APIUnavailableError(self._now() - since, last)
+                error.__cause__ = last
+                self._fail(error)
+                return
+            await anyio.sleep(remaining)
 
 
 def _is_transient(error: PredevError) -> bool:

@@ -426,20 +426,30 @@ async def test_a_refused_or_missing_key_exits_3(
     "argv",
     [
         pytest.param(("runs", "get", MISSING_ID), id="get"),
-        pytest.param(("runs", "watch", MISSING_ID, "--out", "{out}", *FAST), id="watch"),
+        # --max-outage 10 s, scaled like every delay: a tenth of a second of riding it out.
+        pytest.param(
+            ("runs", "watch", MISSING_ID, "--out", "{out}", "--max-outage", "10", *FAST),
+            id="watch",
+        ),
     ],
 )
 async def test_an_unreachable_host_exits_4(
     closed_port: int, tmp_path: Path, argv: Sequence[str]
 ) -> None:
-    """Nothing listening on the port: one line naming the host, exit 4, nothing recorded."""
+    """Nothing listening: exit 4 with a line naming the host (watch: after --max-outage)."""
     out = tmp_path / "results.jsonl"
     base_url = f"http://127.0.0.1:{closed_port}"
     filled = [arg.format(out=out) for arg in argv]
     result = await _cli(*filled, "--base-url", base_url, "--api-key", "k")
     assert result.returncode == 4
-    (line,) = _clean(result.stderr).splitlines()
+    *logged, line = _clean(result.stderr).splitlines()
     assert line.startswith(f"asyncclient: error: cannot reach {base_url} (")
+    if "watch" in argv:
+        assert "unreachable for" in line
+        (began,) = logged  # the watch said when the outage began, then gave up
+        assert began.startswith("asyncclient: the API is unreachable (")
+    else:
+        assert logged == []
     assert not out.exists() or out.read_bytes() == b""
 
 

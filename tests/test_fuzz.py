@@ -261,6 +261,7 @@ def poll_policy_is_well_formed(kw: dict[str, Any]) -> bool:
         and well_formed_int(values["max_in_flight"], 1, 10_000)
         and (values["run_timeout"] is None or number(values["run_timeout"], positive=True))
         and (values["timeout"] is None or number(values["timeout"], positive=True))
+        and (values["max_outage"] is None or number(values["max_outage"], positive=True))
         and number(values["not_found_grace"])
         and well_formed_int(values["buffer_size"], 1, 1_000_000)
         and well_formed_int(values["max_failed_polls"], 1, 1_000_000)

@@ -15,6 +15,7 @@ EXPECTED_PUBLIC = {
     "APIConnectionError",
     "APIStatusError",
     "APITimeoutError",
+    "APIUnavailableError",
     "AuthenticationError",
     "BadRequestError",
     "Client",

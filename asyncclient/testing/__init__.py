@@ -21,8 +21,12 @@ serves 100 runs on real time (``--speed 10`` makes them ten times faster).
 
 Chaos on demand: ``emu.faults.add(Fault("status", status=503, rate=0.2))`` fails a fifth of the
 requests, ``emu.faults.outage(5.0)`` fails all of them for five seconds (see :class:`Fault` for
-resets, truncated, trickling and stalled bodies, 429s with every form of ``Retry-After``, non-JSON
-bodies and proxy error pages); ``--faults "503:0.2,reset:0.05"`` does the same from the shell.
+resets, truncated, trickling, stalled and black-holed requests, 429s with every form of
+``Retry-After``, non-JSON bodies and proxy error pages); ``--faults "503:0.2,reset:0.05"`` does the
+same from the shell. Outages come in three forms, now or on a schedule:
+``emu.faults.outage(120.0, form="refused", start=30.0)`` closes the server's port in 30 s (open
+connections are cut) and reopens it on the same port two minutes later; ``form="blackhole"``
+accepts connections and never answers; ``--outage refused:30:120`` does it from the shell.
 """
 
 from ._clock import Clock, ManualClock, RealClock

@@ -3,7 +3,7 @@
 Usage::
 
     python -m asyncclient.testing --port 8765 --api-key demo-key --runs 100 [--speed 10]
-        [--faults "503:0.2,reset:0.05,429=1:0.01"]
+        [--faults "503:0.2,reset:0.05,429=1:0.01"] [--outage refused:30:120 ...]
 
 It prints its base URL on one line, then serves until interrupted (Ctrl-C or SIGTERM). The
 first key also gets the API documentation's example run ``65f8a9d2c1e4b5a6f7e8d9c0``, answered
@@ -21,6 +21,7 @@ from collections.abc import Sequence
 
 from ._clock import RealClock
 from ._emulator import Emulator
+from ._faults import OutageForm
 from ._server import serve
 
 _FAULTS_HELP = """\
@@ -34,8 +35,44 @@ _FAULTS_HELP = """\
           stall[=SECONDS]           no answer for SECONDS (65), then the real one
           not_json                  a 200 whose body is not JSON
           html[=STATUS]             a proxy's HTML error page (502)
+          blackhole                 the request is read and never answered
   example: --faults "503:0.2,reset:0.05,429=1:0.01,list/stall=5:0.01"
+
+--outage FORM:START:SECONDS (repeatable): the whole API down for SECONDS, START seconds after
+  the server starts. FORM is a status such as 503 (every request answered with it), refused
+  (the port closed: connections refused, open ones cut) or blackhole (connections accepted,
+  nothing answered).
+  example: --outage refused:30:120 --outage 503:300:60
 """
+
+
+def _outage(text: str) -> tuple[OutageForm, int, float, float]:
+    """Parse ``FORM:START:SECONDS`` into ``(form, status, start, seconds)``."""
+    parts = text.split(":")
+    if len(parts) != 3:
+        raise argparse.ArgumentTypeError(f"expected FORM:START:SECONDS, got {text!r}")
+    form, raw_start, raw_seconds = (part.strip() for part in parts)
+    status = 503
+    chosen: OutageForm
+    if form.isdigit():
+        status, chosen = int(form), "status"
+        if not 400 <= status <= 599:
+            raise argparse.ArgumentTypeError(f"{text!r}: a status must be 400..599")
+    elif form == "refused":
+        chosen = "refused"
+    elif form == "blackhole":
+        chosen = "blackhole"
+    else:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: FORM must be a status (503), refused or blackhole, got {form!r}"
+        )
+    try:
+        start, seconds = float(raw_start), float(raw_seconds)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: START and SECONDS are numbers") from None
+    if not (0 <= start < float("inf") and 0 <= seconds < float("inf")):
+        raise argparse.ArgumentTypeError(f"{text!r}: START and SECONDS must be finite, >= 0")
+    return chosen, status, start, seconds
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -69,6 +106,14 @@ def _parser() -> argparse.ArgumentParser:
         "--faults",
         metavar="SPEC",
         help='inject failures, e.g. "503:0.2,reset:0.05,429=1:0.01" (syntax below)',
+    )
+    parser.add_argument(
+        "--outage",
+        type=_outage,
+        action="append",
+        default=[],
+        metavar="FORM:START:SECONDS",
+        help="take the API down on a schedule, e.g. refused:30:120 (syntax below)",
     )
     return parser
 
@@ -116,6 +161,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             emulator.faults.add_spec(args.faults)
         except ValueError as exc:
             _parser().error(f"--faults: {exc}")
+    for form, status, start, seconds in args.outage:
+        # START counts from now: the server listens a moment later.
+        emulator.faults.outage(seconds, status, form=form, start=start)
     # asyncio.run turns Ctrl-C into cancelling the server task, which stops the server
     # cleanly, and then re-raises KeyboardInterrupt here.
     with contextlib.suppress(KeyboardInterrupt):

@@ -8,6 +8,8 @@ services fail::
     emu.faults.add(Fault("reset", rate=0.05))                      # 5 % connections reset
     emu.faults.add(Fault("status", status=429, retry_after="2", times=1))
     emu.faults.outage(5.0)                                         # everything 503 for 5 s
+    emu.faults.outage(120.0, form="refused", start=30.0)           # port closed, in 30 s
+    emu.faults.outage(60.0, form="blackhole")                      # nothing answered for 60 s
 
 The kinds:
 
@@ -26,6 +28,10 @@ stall      nothing for ``delay`` seconds (past a client's read timeout, say), th
            answer if the client is still there
 not_json   ``200`` with ``Content-Type: application/json`` and a body that is not JSON
 html       ``status`` (502, 503, ...) with an HTML error page, as a proxy in front would send
+blackhole  the connection accepted and the request read, then nothing: no answer ever, until the
+           client gives up (its timeout) or the fault ends (the connection is then cut)
+refused    (an outage form only, see :meth:`Faults.outage`) the listener closed, open
+           connections cut, new ones refused; reopened on the same port when it ends
 ========== =====================================================================================
 
 ``truncate`` and ``trickle`` act on plain answers; a streamed (Server-Sent Events) answer passes
@@ -63,10 +69,16 @@ from ._submit import STATUS_PATH, SUBMIT_PATHS
 
 __all__ = ["Fault", "FaultKind", "Faults"]
 
-FaultKind = Literal["status", "reset", "truncate", "trickle", "stall", "not_json", "html"]
+FaultKind = Literal[
+    "status", "reset", "truncate", "trickle", "stall", "not_json", "html", "blackhole", "refused"
+]
 """The kinds of failure a :class:`Fault` injects."""
 
 FaultRoute = Literal["get", "list", "submit", "status", "*"]
+
+OutageForm = Literal["status", "refused", "blackhole"]
+"""How an outage looks from outside: error answers, a closed port, or a black hole."""
+_OUTAGE_FORMS: frozenset[str] = frozenset(get_args(OutageForm))
 
 _KINDS: frozenset[str] = frozenset(get_args(FaultKind))
 _ROUTES: frozenset[str] = frozenset(get_args(FaultRoute))
@@ -83,6 +95,8 @@ _ROUTE_NAMES: dict[str, FaultRoute] = {
 }
 # A stalled request checks this often whether its client has hung up.
 _STALL_TICK = 0.01
+# A black-holed request checks this often whether its client or its fault has gone.
+_HOLD_TICK = 0.005
 _NOT_JSON = b"<<upstream answered OK but this is not JSON>>"
 _HTML = (
     "<html>\r\n<head><title>{status} {phrase}</title></head>\r\n<body>\r\n"
@@ -94,6 +108,7 @@ _PLAIN_KINDS: dict[str, FaultKind] = {
     "reset": "reset",
     "truncate": "truncate",
     "not_json": "not_json",
+    "blackhole": "blackhole",
 }
 _TIMED_KINDS: dict[str, FaultKind] = {"trickle": "trickle", "stall": "stall"}
 _SPEC_DELAYS = {"trickle": 0.05, "stall": 65.0}
@@ -117,7 +132,8 @@ class Fault:
 
     Attributes:
         kind: What goes wrong (see the module docstring): ``"status"``, ``"reset"``,
-            ``"truncate"``, ``"trickle"``, ``"stall"``, ``"not_json"`` or ``"html"``.
+            ``"truncate"``, ``"trickle"``, ``"stall"``, ``"not_json"``, ``"html"`` or
+            ``"blackhole"``; ``"refused"`` exists only as an outage (:meth:`Faults.outage`).
         status: The HTTP status of a ``"status"`` or ``"html"`` fault, 400..599.
         retry_after: The raw ``Retry-After`` header of a ``"status"`` fault, sent as given:
             ``"2"``, ``"0.5"``, an HTTP date, even ``"garbage"``; ``None`` sends none.
@@ -180,14 +196,15 @@ class Fault:
 
 
 class _Active:
-    """A fault in force: how many more times it may strike, and until when."""
+    """A fault in force: how many more times it may strike, from when and until when."""
 
-    __slots__ = ("fault", "left", "until")
+    __slots__ = ("fault", "left", "start", "until")
 
-    def __init__(self, fault: Fault, until: float | None = None) -> None:
+    def __init__(self, fault: Fault, until: float | None = None, start: float = 0.0) -> None:
         self.fault = fault
         self.left = fault.times
         self.until = until
+        self.start = start
 
 
 class Faults:
@@ -216,6 +233,8 @@ class Faults:
         self.requests = 0
         self.on_request: Callable[[str, web.Request, Fault | None], None] | None = None
         self._middleware = _make_middleware(self)
+        # The servers of this emulator, told when an outage is added or removed.
+        self._watchers: list[Callable[[], None]] = []
 
     def __repr__(self) -> str:
         return f"<Faults active={len(self.active)} injected={sum(self.injected.values())}>"
@@ -223,8 +242,45 @@ class Faults:
     @property
     def active(self) -> tuple[Fault, ...]:
         """The faults in force now, in the order they are tried."""
-        self._expire(time.monotonic())
-        return tuple(entry.fault for entry in self._active)
+        now = time.monotonic()
+        self._expire(now)
+        return tuple(entry.fault for entry in self._active if entry.start <= now)
+
+    @property
+    def refusing(self) -> bool:
+        """Whether a ``"refused"`` outage is in force now (the listener is to be closed)."""
+        now = time.monotonic()
+        return any(
+            entry.fault.kind == "refused" and entry.start <= now < (entry.until or math.inf)
+            for entry in self._active
+        )
+
+    def next_change(self) -> float:
+        """When (``time.monotonic()``) a ``"refused"`` outage next begins or ends; inf if never."""
+        now = time.monotonic()
+        moments = [
+            moment
+            for entry in self._active
+            if entry.fault.kind == "refused"
+            for moment in (entry.start, entry.until or math.inf)
+            if moment > now
+        ]
+        return min(moments, default=math.inf)
+
+    def in_force(self, fault: Fault) -> bool:
+        """Whether ``fault`` (as returned by :meth:`add` or :meth:`outage`) is in force now.
+
+        Args:
+            fault: The fault.
+
+        Returns:
+            True while it is active and its outage, if it is one, has begun and not ended.
+        """
+        return any(active is fault for active in self.active)
+
+    def _notify(self) -> None:
+        for watcher in list(self._watchers):
+            watcher()
 
     def add(self, fault: Fault) -> Fault:
         """Put a fault in force.
@@ -240,6 +296,11 @@ class Faults:
         """
         if not isinstance(fault, Fault):
             raise ValueError(f"expected a Fault, got {type(fault).__name__}")
+        if fault.kind == "refused":
+            raise ValueError(
+                "refused connections close the whole listener: use "
+                "Faults.outage(seconds, form='refused')"
+            )
         self._active.append(_Active(fault))
         return fault
 
@@ -251,7 +312,7 @@ class Faults:
         probability in 0..1 and ``WHAT`` one of:
 
         * an HTTP status, 400..599: a JSON error; ``=VALUE`` is its ``Retry-After`` (``429=2``);
-        * ``reset``, ``truncate``, ``not_json``;
+        * ``reset``, ``truncate``, ``not_json``, ``blackhole``;
         * ``trickle[=SECONDS]`` between 64-byte chunks (0.05), ``stall[=SECONDS]`` (65);
         * ``html[=STATUS]``: a proxy's HTML error page (502).
 
@@ -281,33 +342,56 @@ class Faults:
         for index, entry in enumerate(self._active):
             if entry.fault is fault:
                 del self._active[index]
+                self._notify()
                 return True
         return False
 
     def clear(self) -> None:
         """Retire every fault, outages included (the counters are kept)."""
         self._active.clear()
+        self._notify()
 
-    def outage(self, seconds: float, status: int = 503) -> Fault:
-        """Fail every request with ``status`` for ``seconds`` of real (monotonic) time.
+    def outage(
+        self,
+        seconds: float,
+        status: int = 503,
+        *,
+        form: OutageForm = "status",
+        start: float = 0.0,
+    ) -> Fault:
+        """Make the whole API unavailable for ``seconds`` of real (monotonic) time.
+
+        Outages come before every other fault. In the ``"refused"`` form every server of this
+        emulator (:func:`serve`) closes its listening socket and cuts its open connections, so
+        connecting fails at once, and listens again on the same port when the outage ends.
 
         Args:
-            seconds: How long the outage lasts, from now.
-            status: The status every request gets meanwhile.
+            seconds: How long the outage lasts, from its start.
+            status: The status every request gets meanwhile (the ``"status"`` form).
+            form: ``"status"`` (every request answered ``status``), ``"refused"`` (the port
+                closed) or ``"blackhole"`` (connections accepted, nothing ever answered; held
+                requests are cut when the outage ends).
+            start: Seconds from now until it begins: outages on a schedule.
 
         Returns:
             The outage's fault, to end it early with :meth:`remove`.
 
         Raises:
-            ValueError: If ``seconds`` is negative or not finite, or ``status`` is not 400..599.
+            ValueError: If ``seconds`` or ``start`` is negative or not finite, ``status`` is not
+                400..599 or ``form`` is unknown.
         """
-        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
-            raise ValueError(f"seconds must be a number, got {type(seconds).__name__}")
-        if not math.isfinite(seconds) or seconds < 0:
-            raise ValueError(f"seconds must be finite and >= 0, got {seconds!r}")
-        fault = Fault("status", status=status)
+        for name, value in (("seconds", seconds), ("start", start)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"{name} must be a number, got {type(value).__name__}")
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
+        if form not in _OUTAGE_FORMS:
+            raise ValueError(f"form must be one of {sorted(_OUTAGE_FORMS)}, got {form!r}")
+        fault = Fault("status", status=status) if form == "status" else Fault(form)
+        begins = time.monotonic() + start
         outages = sum(1 for entry in self._active if entry.until is not None)
-        self._active.insert(outages, _Active(fault, until=time.monotonic() + seconds))
+        self._active.insert(outages, _Active(fault, until=begins + seconds, start=begins))
+        self._notify()
         return fault
 
     def _expire(self, now: float) -> None:
@@ -318,9 +402,12 @@ class Faults:
         """Choose the fault for one request of ``route``, or ``None``."""
         if not self._active:
             return None
-        self._expire(time.monotonic())
+        now = time.monotonic()
+        self._expire(now)
         for entry in self._active:
             fault = entry.fault
+            if entry.start > now:
+                continue  # a scheduled outage, not begun yet
             if fault.route != "*" and fault.route != route:
                 continue
             if fault.rate < 1.0 and self._rng.random() >= fault.rate:
@@ -352,12 +439,14 @@ def _make_middleware(faults: Faults) -> Middleware:
             faults.on_request(route, request, fault)
         if fault is None:
             return await handler(request)
-        return await _act(fault, request, handler)
+        return await _act(fault, request, handler, faults)
 
     return inject_faults
 
 
-async def _act(fault: Fault, request: web.Request, handler: Handler) -> web.StreamResponse:
+async def _act(
+    fault: Fault, request: web.Request, handler: Handler, faults: Faults
+) -> web.StreamResponse:
     kind = fault.kind
     if kind == "status":
         return _status_response(fault)
@@ -367,7 +456,17 @@ async def _act(fault: Fault, request: web.Request, handler: Handler) -> web.Stre
         return web.Response(status=fault.status, text=text, content_type="text/html")
     if kind == "not_json":
         return web.Response(status=200, body=_NOT_JSON, content_type="application/json")
-    if kind == "reset":
+    if kind == "blackhole":
+        # Read, never answered: the client waits for its timeout. When the fault ends, the
+        # connection is cut, as when a hung machine comes back.
+        while faults.in_force(fault):
+            if _client_gone(request):
+                return web.Response(status=500)
+            await asyncio.sleep(_HOLD_TICK)
+        _reset(request)
+        return web.Response(status=500)
+    if kind in ("reset", "refused"):
+        # "refused": a request that slipped in as the listener closed is cut like the rest.
         _reset(request)
         # Never reaches the wire: writing to the aborted transport fails, and aiohttp treats
         # that as the client having gone away.
@@ -510,7 +609,7 @@ def _parse_item(item: str) -> Fault:
         raise ValueError(f"fault {item!r}: {exc}") from None
     raise ValueError(
         f"fault {item!r}: unknown kind {name!r} (a status such as 503, or reset, truncate, "
-        f"trickle, stall, not_json, html)"
+        f"trickle, stall, not_json, html, blackhole)"
     )
 
 
