@@ -280,6 +280,8 @@ async def test_a_run_failing_on_its_own_still_ends_after_max_failed_polls(
             raise web.HTTPServiceUnavailable(text="this run's shard is down")
 
     emulator.before_request = fail_broken
+    # List rows as stubs: no list page can settle the finished run, only its (failing) GETs.
+    emulator.list_rows = "stub"
     policy = scaled_poll(strategy=strategy, max_failed_polls=4)
     retry = scaled_retry()
     async with client_for(server) as client:
