@@ -480,10 +480,12 @@ class Transport:
                 method=method,
                 path=path,
             )
-        content = response.content
+        # Chunk by chunk as aiohttp received them: read() and readany() join what is buffered
+        # into new bytes first, which is one more copy of the body.
+        chunks = response.content.iter_chunks()
         if length is None or "Content-Encoding" in response.headers:
             grown = bytearray()
-            while chunk := await content.readany():
+            async for chunk, _ in chunks:
                 if len(grown) + len(chunk) > limit:
                     raise ResponseDecodeError(
                         f"response body exceeds max_response_bytes={limit}",
@@ -495,10 +497,9 @@ class Transport:
         buffer = bytearray(length)
         filled = 0
         with memoryview(buffer) as view:
-            while filled < length:
-                chunk = await content.readany()
+            async for chunk, _ in chunks:
                 end = filled + len(chunk)
-                if not chunk or end > length:
+                if end > length:
                     break
                 view[filled:end] = chunk
                 filled = end

@@ -166,7 +166,7 @@ def main() -> None:
     args = parse_args(__doc__.splitlines()[0] if __doc__ else "")
     pin_client()
     started = time.perf_counter()
-    reps = 3 if args.quick else 7
+    reps = 5 if args.quick else 11
     names = [BARE, OPTIONS, TRANSPORT, GET_RUN, JSON_LOADS]
     if uvloop_installed():
         names += [BARE_UV, GET_RUN_UV]
