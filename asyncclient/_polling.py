@@ -54,6 +54,9 @@ _PARKED = math.inf
 """The due time of a run that list scans are watching: only a scan (or its deadline) moves it."""
 
 
+_TIMER_TICK = 0.001
+"""The shortest wait the timer sleeps: a run due sooner than this is polled up to this late."""
+
 FetchRun = Callable[[str, bool], Awaitable[Run]]
 """``fetch_run(run_id, include_events) -> Run``."""
 
@@ -333,7 +336,9 @@ class Watcher:
             if delay is None:
                 await self._wakeup.wait()  # nothing to time: wait for a run or an idle worker
             else:
-                with anyio.move_on_after(delay):
+                # Never less than a timer tick: uvloop's clock counts whole milliseconds, and a
+                # shorter wait would wake before the run is due, again and again until it is.
+                with anyio.move_on_after(max(delay, _TIMER_TICK)):
                     await self._wakeup.wait()
 
     def _pop_due(self) -> _Watched | None:
@@ -371,7 +376,9 @@ class Watcher:
         self.polls += 1
         run: Run | None = None
         try:
-            if watched.deadline == math.inf:
+            if watched.deadline == math.inf and not (watched.confirm or self._include_events):
+                run = await self._fetch_run(watched.run_id, False)  # _fetch's common case, inline
+            elif watched.deadline == math.inf:
                 run = await self._fetch(watched)
             else:
                 with anyio.move_on_after(watched.deadline - self._now()):

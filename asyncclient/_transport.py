@@ -199,6 +199,9 @@ class Transport:
                 connector=aiohttp.TCPConnector(limit=128, ttl_dns_cache=300),
                 timeout=self._timeout,
                 trust_env=self._trust_env,
+                # The API keeps no state in cookies (the key is the session): none is stored or
+                # sent back, which also spares aiohttp's cookie work on every request.
+                cookie_jar=aiohttp.DummyCookieJar(),
             )
         return self._session
 

@@ -7,8 +7,9 @@ time: client CPU per request is the figure, steadier on a shared machine than re
 rungs, each adding one layer to the one before:
 
 1. bare aiohttp: ``session.get(url, headers=...)`` + ``await resp.read()``;
-2. the same call with the client's exact options: a ``URL`` object, its headers, a
-   ``ClientTimeout``, ``allow_redirects=False``, the ``Content-Length`` check;
+2. the same call with the client's exact options: its session's (connector, timeout, no cookie
+   jar), a ``URL`` object, its headers, the ``ClientTimeout``, ``allow_redirects=False``, the
+   ``Content-Length`` check;
 3. ``Transport.get`` (retries, pauses, error mapping; no decoding) — a private name, on purpose;
 4. ``Client.get_run`` (validation and the typed decode): what the target judges;
 5. aiohttp + ``json.loads`` into dicts: what a user writes without the SDK.
@@ -114,7 +115,9 @@ def _rung(name: str, server: StaticServer, calls: int) -> Callable[[], Coroutine
         timeout = aiohttp.ClientTimeout(total=60.0)
         limit = 512 * 1024 * 1024
         connector = aiohttp.TCPConnector(limit=128, ttl_dns_cache=300)
-        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        async with aiohttp.ClientSession(
+            connector=connector, timeout=timeout, cookie_jar=aiohttp.DummyCookieJar()
+        ) as session:
 
             async def one(run_id: str) -> bytes:
                 url = URL(f"{base}/browser-agent/{run_id}", encoded=True)
