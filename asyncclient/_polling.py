@@ -54,9 +54,6 @@ _PARKED = math.inf
 """The due time of a run that list scans are watching: only a scan (or its deadline) moves it."""
 
 
-_TIMER_TICK = 0.001
-"""The shortest wait the timer sleeps: a run due sooner than this is polled up to this late."""
-
 FetchRun = Callable[[str, bool], Awaitable[Run]]
 """``fetch_run(run_id, include_events) -> Run``."""
 
@@ -336,9 +333,7 @@ class Watcher:
             if delay is None:
                 await self._wakeup.wait()  # nothing to time: wait for a run or an idle worker
             else:
-                # Never less than a timer tick: uvloop's clock counts whole milliseconds, and a
-                # shorter wait would wake before the run is due, again and again until it is.
-                with anyio.move_on_after(max(delay, _TIMER_TICK)):
+                with anyio.move_on_after(_timer_wait(delay)):
                     await self._wakeup.wait()
 
     def _pop_due(self) -> _Watched | None:
@@ -474,7 +469,7 @@ class Watcher:
             if delay > 0:
                 if self._scan_wakeup.is_set():
                     self._scan_wakeup = anyio.Event()
-                with anyio.move_on_after(delay):
+                with anyio.move_on_after(_timer_wait(delay)):
                     await self._scan_wakeup.wait()
                 continue
             now = self._now()
@@ -565,3 +560,17 @@ def _is_transient(error: PredevError) -> bool:
     if isinstance(error, APIConnectionError):
         return True
     return isinstance(error, APIStatusError) and error.status in RETRY_STATUSES
+
+
+def _timer_wait(delay: float) -> float:
+    """How long the timer waits for a run due in ``delay`` seconds: up to the next millisecond.
+
+    uvloop's clock and timers count whole milliseconds. A wait that ends between two ticks may
+    fire on the tick before its end, find its deadline not reached and re-arm at once, again and
+    again until the clock ticks: a busy loop of up to a millisecond per wait. Rounded up to whole
+    milliseconds (less a microsecond, so float rounding cannot push it past the tick), the wait
+    ends on a tick at or after the due time; on asyncio's loop the run is polled under 1 ms late.
+    """
+    if delay == math.inf:
+        return delay  # only parked runs: nothing to time
+    return math.ceil(delay * 1000.0) / 1000.0 - 1e-6
