@@ -167,7 +167,11 @@ class Transport:
             "Accept": "application/json",
             "User-Agent": f"asyncclient/{__version__}",
         }
-        self._json_headers = {**self._headers, **_JSON_BODY}
+        # What each request adds to its session's headers: a session of our own carries ours
+        # already (aiohttp copies them in one go instead of merging them one by one); a
+        # caller's session gets them with every request.
+        self._get_headers: Mapping[str, str] | None = None if session is None else self._headers
+        self._post_headers = _JSON_BODY if session is None else {**self._headers, **_JSON_BODY}
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._retry = retry
         self._session = session
@@ -197,6 +201,7 @@ class Transport:
             # Created on first use so it binds to the running loop.
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=128, ttl_dns_cache=300),
+                headers=self._headers,
                 timeout=self._timeout,
                 trust_env=self._trust_env,
                 # The API keeps no state in cookies (the key is the session): none is stored or
@@ -372,7 +377,7 @@ class Transport:
                 url,
                 params=params,
                 data=payload,
-                headers=self._headers if payload is None else self._json_headers,
+                headers=self._get_headers if payload is None else self._post_headers,
                 allow_redirects=False,
                 timeout=self._timeout,
             ) as response:
@@ -414,7 +419,7 @@ class Transport:
         session = self._get_session()
         started = time.perf_counter()
         self.requests_sent += 1
-        headers = {**self._json_headers, "Accept": _EVENT_STREAM}
+        headers = {**self._post_headers, "Accept": _EVENT_STREAM}
         response: aiohttp.ClientResponse | None = None
         try:
             response = await session.request(

@@ -420,6 +420,45 @@ async def test_oversized_body_is_refused(scripted: ScriptedServer) -> None:
             await api.get_run(RUN_ID)
 
 
+# -- what every request carries -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "own_session", [pytest.param(False, id="client-session"), pytest.param(True, id="own-session")]
+)
+async def test_every_request_carries_the_key_and_the_client_headers(
+    scripted: ScriptedServer, own_session: bool
+) -> None:
+    """GETs and POSTs send the key, JSON Accept and our User-Agent, whoever owns the session."""
+    scripted.script(Reply(200), Reply(200, PAGE_BODY), Reply(200))
+    async with aiohttp.ClientSession(headers={"X-Trace": "abc"}) as session:
+        api = client_for(scripted, session=session if own_session else None)
+        async with api:
+            await api.get_run(RUN_ID)
+            await api.list_runs(limit=3)
+            await api.submit([{"url": "https://example.com"}])
+    for request in scripted.requests:
+        assert request.headers["Authorization"] == f"Bearer {KEY}"
+        assert request.headers["Accept"] == "application/json"
+        assert request.headers["User-Agent"].startswith("asyncclient/")
+        # A caller's session keeps its own headers beside ours.
+        assert ("X-Trace" in request.headers) is own_session
+    assert [r.method for r in scripted.requests] == ["GET", "GET", "POST"]
+    assert scripted.requests[2].headers["Content-Type"] == "application/json"
+    assert "Content-Type" not in scripted.requests[0].headers
+
+
+async def test_cookies_the_server_sets_are_not_sent_back(scripted: ScriptedServer) -> None:
+    """The client's own session keeps no cookies: a ``Set-Cookie`` never comes back."""
+    scripted.script(Reply(200, headers={**JSON, "Set-Cookie": "sticky=1; Path=/"}), Reply(200))
+    # By name: aiohttp's cookie jar would ignore a cookie from an IP address anyway.
+    base_url = scripted.base_url.replace("127.0.0.1", "localhost")
+    async with Client(KEY, base_url=base_url, retry=fast_retry()) as api:
+        await api.get_run(RUN_ID)
+        await api.get_run(RUN_ID)
+    assert [r.headers.get("Cookie") for r in scripted.requests] == [None, None]
+
+
 # -- large bodies: one buffer, bounded ------------------------------------------------------
 
 
