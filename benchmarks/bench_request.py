@@ -1,4 +1,4 @@
-"""Scenario 6: what one small request costs the client, layer by layer (the request ladder).
+"""Scenario 7: what one small request costs the client, layer by layer (the request ladder).
 
 A static server (``_static.py``: one pre-rendered processing run, nothing computed per request)
 runs pinned to the other core. Each rung makes 6,000 calls with 100 in flight (100 workers of 60
@@ -201,7 +201,7 @@ def _rows(samples: dict[str, list[dict[str, float]]]) -> list[Row]:
         cpu = median([s["cpu_us"] for s in values])
         rate = median([s["per_s"] for s in values])
         row = Row(
-            scenario="6. one small request",
+            scenario="7. one small request",
             contender=name,
             figure=f"{cpu:.1f} µs client CPU per request, {fmt(rate)} requests/s",
             server_cpu=fmt_share(median([s["server_share"] for s in values])),
