@@ -17,6 +17,10 @@ stderr); 130 interrupted (Ctrl-C).
 
 Progress goes to stderr, only when stderr is a terminal, and only with ``rich`` installed
 (``pip install asyncclient[cli]``); without it every command still works, in plain text.
+
+Commands run on uvloop's event loop where it is installed (``pip install asyncclient[speed]``),
+else on asyncio's own. ``ASYNCCLIENT_LOOP=asyncio`` forces asyncio's loop; ``=uvloop`` insists on
+uvloop (a usage error without it).
 """
 
 from __future__ import annotations
@@ -144,7 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         command: Callable[[argparse.Namespace, _Context], Coroutine[Any, Any, int]]
         command = args.handler
-        return asyncio.run(command(args, context))
+        return _run(lambda: command(args, context))
     except KeyboardInterrupt:
         _error("interrupted", context.hint)
         return EXIT_INTERRUPTED
@@ -172,6 +176,46 @@ def main(argv: Sequence[str] | None = None) -> int:
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
         return EXIT_FAILED
+
+
+_LOOP_ENV = "ASYNCCLIENT_LOOP"
+_LOOPS = ("auto", "asyncio", "uvloop")
+
+
+def _event_loop_name() -> str:
+    """The event loop commands run on: ``"uvloop"`` where it is installed, else ``"asyncio"``.
+
+    ``ASYNCCLIENT_LOOP`` (``auto``, ``asyncio`` or ``uvloop``) overrides the choice.
+
+    Raises:
+        _CliError: ``ASYNCCLIENT_LOOP`` is not one of those, or asks for a uvloop that is not
+            installed (exit status 2).
+    """
+    wanted = os.environ.get(_LOOP_ENV, "auto").strip().lower() or "auto"
+    if wanted not in _LOOPS:
+        raise _CliError(
+            f"{_LOOP_ENV} must be one of {', '.join(_LOOPS)}, got {wanted!r}", EXIT_USAGE
+        )
+    if wanted == "asyncio":
+        return "asyncio"
+    if importlib.util.find_spec("uvloop") is None:
+        if wanted == "uvloop":
+            raise _CliError(
+                f"{_LOOP_ENV}=uvloop, but uvloop is not installed: "
+                "pip install 'asyncclient[speed]'",
+                EXIT_USAGE,
+            )
+        return "asyncio"
+    return "uvloop"
+
+
+def _run(command: Callable[[], Coroutine[Any, Any, int]]) -> int:
+    """Run a command to its end on the loop :func:`_event_loop_name` picks."""
+    if _event_loop_name() == "uvloop":
+        # Imported by name: the package is typed without the speed extra installed.
+        run: Callable[[Coroutine[Any, Any, int]], int] = importlib.import_module("uvloop").run
+        return run(command())
+    return asyncio.run(command())
 
 
 def _temporal(command: str, argv: Sequence[str]) -> int:

@@ -47,11 +47,12 @@ from ._pagination import RunIterator
 from ._polling import RunUpdate, Watcher
 from ._streaming import RunStream
 from ._tasks import TaskSpec, encode_submit, validate_concurrency, validate_tasks
-from ._transport import DEFAULT_MAX_RESPONSE_BYTES, Transport
+from ._transport import DEFAULT_MAX_RESPONSE_BYTES, Body, Transport, body_head
 
 __all__ = ["Client"]
 
 _T = TypeVar("_T")
+_WITH_EVENTS: Mapping[str, str] = {"includeEvents": "true"}
 
 logger = logging.getLogger("asyncclient")
 
@@ -201,11 +202,16 @@ class Client:
         run_id = validate_run_id(run_id)
         if not isinstance(include_events, bool):
             raise ValueError("include_events must be a bool")
-        return await self._fetch_run(run_id, include_events)
+        # _fetch_run's three lines, inline: one coroutine frame less on every call.
+        path = self._routes.run_path(run_id)
+        params = _WITH_EVENTS if include_events else None
+        body = await self._transport.get(path, params)
+        return _decode(run_decoder, body, path)
 
     async def _fetch_run(self, run_id: str, include_events: bool) -> Run:
+        """A run by id, already validated (the watch's polls come here)."""
         path = self._routes.run_path(run_id)
-        params = {"includeEvents": "true"} if include_events else None
+        params = _WITH_EVENTS if include_events else None
         body = await self._transport.get(path, params)
         return _decode(run_decoder, body, path)
 
@@ -552,9 +558,7 @@ class Client:
         return _decode(queue_status_decoder, body, QUEUE_STATUS_PATH)
 
 
-def _decode(
-    decoder: msgspec.json.Decoder[_T], body: bytes, path: str, *, method: str = "GET"
-) -> _T:
+def _decode(decoder: msgspec.json.Decoder[_T], body: Body, path: str, *, method: str = "GET") -> _T:
     try:
         return decoder.decode(body)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
@@ -562,5 +566,5 @@ def _decode(
             f"the response is not the JSON the API documents: {exc}",
             method=method,
             path=path,
-            body=body,
+            body=body_head(body),
         ) from exc

@@ -426,7 +426,7 @@ class Watcher:
             if delay is None:
                 await self._wakeup.wait()  # nothing to time: wait for a run or an idle worker
             else:
-                with anyio.move_on_after(delay):
+                with anyio.move_on_after(_timer_wait(delay)):
                     await self._wakeup.wait()
 
     def _pop_due(self) -> _Watched | None:
@@ -473,7 +473,9 @@ class Watcher:
         run: Run | None = None
         sent_at = self._now()
         try:
-            if watched.deadline == math.inf:
+            if watched.deadline == math.inf and not (watched.confirm or self._include_events):
+                run = await self._fetch_run(watched.run_id, False)  # _fetch's common case, inline
+            elif watched.deadline == math.inf:
                 run = await self._fetch(watched)
             else:
                 with anyio.move_on_after(watched.deadline - self._now()):
@@ -583,7 +585,7 @@ class Watcher:
             if delay > 0:
                 if self._scan_wakeup.is_set():
                     self._scan_wakeup = anyio.Event()
-                with anyio.move_on_after(delay):
+                with anyio.move_on_after(_timer_wait(delay)):
                     await self._scan_wakeup.wait()
                 continue
             now = self._now()
@@ -795,3 +797,17 @@ def _is_transient(error: PredevError) -> bool:
     if isinstance(error, APIConnectionError):
         return True
     return isinstance(error, APIStatusError) and error.status in RETRY_STATUSES
+
+
+def _timer_wait(delay: float) -> float:
+    """How long the timer waits for a run due in ``delay`` seconds: up to the next millisecond.
+
+    uvloop's clock and timers count whole milliseconds. A wait that ends between two ticks may
+    fire on the tick before its end, find its deadline not reached and re-arm at once, again and
+    again until the clock ticks: a busy loop of up to a millisecond per wait. Rounded up to whole
+    milliseconds (less a microsecond, so float rounding cannot push it past the tick), the wait
+    ends on a tick at or after the due time; on asyncio's loop the run is polled under 1 ms late.
+    """
+    if delay == math.inf:
+        return delay  # only parked runs: nothing to time
+    return math.ceil(delay * 1000.0) / 1000.0 - 1e-6

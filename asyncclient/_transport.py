@@ -16,10 +16,11 @@ import email.utils
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from contextlib import asynccontextmanager
 from datetime import datetime, timezone
-from typing import TypeVar
+from functools import partial
+from typing import Any, TypeAlias, TypeVar
 
 import aiohttp
 import anyio
@@ -41,10 +42,18 @@ from ._version import __version__
 logger = logging.getLogger("asyncclient")
 
 DEFAULT_MAX_RESPONSE_BYTES = 512 * 1024 * 1024
-_CHUNK = 256 * 1024
+_SMALL_BODY = 256 * 1024
+"""Bodies up to this size are read with aiohttp's own ``read()``; larger ones into one buffer."""
+_ERROR_BODY_HEAD = 4096
+"""How much of a body an error keeps (it shows an excerpt of that)."""
 _EVENT_STREAM = "text/event-stream"
 _JSON_BODY = {"Content-Type": "application/json"}
 _T = TypeVar("_T")
+
+Body: TypeAlias = "bytes | bytearray"
+"""A response body: ``bytes`` when small, one ``bytearray`` when large (decoded in place)."""
+_Answer: TypeAlias = "tuple[int, Mapping[str, str], Body, _T]"
+"""What one attempt gives: status, headers, body (for errors), and what to return on a 2xx."""
 
 
 class _ErrorBody(msgspec.Struct, rename="camel"):
@@ -55,6 +64,11 @@ class _ErrorBody(msgspec.Struct, rename="camel"):
 
 
 _error_body_decoder = msgspec.json.Decoder(_ErrorBody)
+
+
+def body_head(body: Body) -> bytes:
+    """The first bytes of a body, as much as an error shows of it (never a copy of all of it)."""
+    return bytes(body[:_ERROR_BODY_HEAD])
 
 
 def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
@@ -145,17 +159,27 @@ class Transport:
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
     ) -> None:
         self._base = str(base_url)
+        # Built once: a request's URL is the origin with its path (no parsing per request).
+        self._origin = base_url
+        self._prefix = base_url.raw_path.rstrip("/")
         self._headers = {
             "Authorization": f"Bearer {api_key}",
             "Accept": "application/json",
             "User-Agent": f"asyncclient/{__version__}",
         }
+        # What each request adds to its session's headers: a session of our own carries ours
+        # already (aiohttp copies them in one go instead of merging them one by one); a
+        # caller's session gets them with every request.
+        self._get_headers: Mapping[str, str] | None = None if session is None else self._headers
+        self._post_headers = _JSON_BODY if session is None else {**self._headers, **_JSON_BODY}
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._retry = retry
         self._session = session
         self._owns_session = session is None
         self._trust_env = trust_env
         self._max_response_bytes = max_response_bytes
+        # Bodies of a known length up to this are read with aiohttp's read(), as they are.
+        self._small_body = min(_SMALL_BODY, max_response_bytes)
         self._sleep = sleep
         self._resume_at = 0.0
         self._closed = False
@@ -177,8 +201,12 @@ class Transport:
             # Created on first use so it binds to the running loop.
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=128, ttl_dns_cache=300),
+                headers=self._headers,
                 timeout=self._timeout,
                 trust_env=self._trust_env,
+                # The API keeps no state in cookies (the key is the session): none is stored or
+                # sent back, which also spares aiohttp's cookie work on every request.
+                cookie_jar=aiohttp.DummyCookieJar(),
             )
         return self._session
 
@@ -189,8 +217,14 @@ class Transport:
         if session is not None and self._owns_session:
             await session.close()
 
-    async def get(self, path: str, params: Mapping[str, str] | None = None) -> bytes:
+    def get(self, path: str, params: Mapping[str, str] | None = None) -> Coroutine[Any, Any, Body]:
         """GET ``path`` and return the body of a 2xx answer, retrying transient failures.
+
+        A plain function returning the coroutine to await, so a request runs through no more
+        frames than it needs: ``await transport.get(path)``.
+
+        Returns:
+            The body: ``bytes``, or for a large body one ``bytearray`` it was read into.
 
         Raises:
             APIStatusError: (a subclass of) for a non-2xx answer that is not retried or whose
@@ -198,9 +232,10 @@ class Transport:
             APIConnectionError: when no answer came, after retries.
             ResponseDecodeError: when the body is larger than ``max_response_bytes``.
         """
-        return await self._request("GET", path, params=params)
+        attempt = partial(self._send_once, "GET", self._url(path), path, params, None)
+        return self._with_retries("GET", path, attempt, unsent_only=False)
 
-    async def post(self, path: str, json_body: bytes, *, retry_unsent_only: bool = True) -> bytes:
+    async def post(self, path: str, json_body: bytes, *, retry_unsent_only: bool = True) -> Body:
         """POST a JSON body to ``path`` and return the body of a 2xx answer.
 
         With ``retry_unsent_only`` (the default: for requests that must not happen twice, such as
@@ -215,7 +250,8 @@ class Transport:
             APIConnectionError: when no answer came (after retries, if it was never sent).
             ResponseDecodeError: when the body is larger than ``max_response_bytes``.
         """
-        return await self._request("POST", path, body=json_body, unsent_only=retry_unsent_only)
+        attempt = partial(self._send_once, "POST", self._url(path), path, None, json_body)
+        return await self._with_retries("POST", path, attempt, unsent_only=retry_unsent_only)
 
     @asynccontextmanager
     async def open_stream(
@@ -236,10 +272,7 @@ class Transport:
         """
         seconds = read_timeout if read_timeout is not None else self._timeout.total or 60.0
         timeout = aiohttp.ClientTimeout(total=None, connect=seconds, sock_read=seconds)
-
-        async def attempt() -> tuple[int, Mapping[str, str], bytes, aiohttp.ClientResponse]:
-            return await self._open_once(path, json_body, timeout)
-
+        attempt = partial(self._open_once, self._url(path), path, json_body, timeout)
         response = await self._with_retries("POST", path, attempt, unsent_only=True)
         chunks = _Chunks(response, path, seconds)
         try:
@@ -247,43 +280,35 @@ class Transport:
         finally:
             chunks.close()
 
-    async def _request(
-        self,
-        method: str,
-        path: str,
-        *,
-        params: Mapping[str, str] | None = None,
-        body: bytes | None = None,
-        unsent_only: bool = False,
-    ) -> bytes:
-        async def attempt() -> tuple[int, Mapping[str, str], bytes, bytes]:
-            status, headers, data = await self._send_once(method, path, params, body)
-            return status, headers, data, data
-
-        return await self._with_retries(method, path, attempt, unsent_only=unsent_only)
+    def _url(self, path: str) -> URL:
+        return self._origin.with_path(self._prefix + path, encoded=True)
 
     async def _with_retries(
         self,
         method: str,
         path: str,
-        attempt: Callable[[], Awaitable[tuple[int, Mapping[str, str], bytes, _T]]],
+        attempt: Callable[[], Awaitable[_Answer[_T]]],
         *,
         unsent_only: bool,
     ) -> _T:
         """Run ``attempt`` until it answers 2xx, retrying what the rule allows.
 
-        ``attempt`` gives the status, the headers, the body (read for errors) and what to return
-        on success. With ``unsent_only`` only a request that never left (the connection could
-        not be made) and a 429 are retried; otherwise every transient failure is.
+        Every request of the transport goes through this loop, and every attempt through the
+        one ``await attempt()`` below: what must happen before each attempt (the client-wide
+        pause after a 429) happens just before it. ``attempt`` gives the status, the headers,
+        the body (read for errors) and what to return on success. With ``unsent_only`` only a
+        request that never left (the connection could not be made) and a 429 are retried;
+        otherwise every transient failure is. Nothing is counted or allocated for retries until
+        an attempt fails.
         """
-        next_delay: Callable[[], float] | None = None
         attempts = 0
         spent = 0
-        budget = self.budget
+        next_delay: Callable[[], float] | None = None
         while True:
-            await self._wait_for_pause()
-            error: PredevError
+            if self._resume_at:
+                await self._wait_for_pause()
             retry_after: float | None = None
+            error: PredevError
             try:
                 status, headers, body, result = await attempt()
             except APIConnectionError as exc:
@@ -292,7 +317,8 @@ class Transport:
                 error = exc
             else:
                 if 200 <= status < 300:
-                    if budget is not None:
+                    budget = self.budget
+                    if budget is not None and budget.tokens < budget.capacity:
                         budget.refund(spent or 1)
                     return result
                 error = self._status_error(status, method, path, headers, body)
@@ -300,8 +326,10 @@ class Transport:
                 if not retryable:
                     raise error
                 retry_after = parse_retry_after(headers)
+            # -- the attempt failed and may be retried: from here on, off the hot path --
             if attempts >= self._retry.max_retries:
                 raise error
+            budget = self.budget
             if budget is not None:
                 cost = budget.retry_cost * (2 if isinstance(error, APITimeoutError) else 1)
                 if not budget.try_spend(cost):
@@ -334,27 +362,35 @@ class Transport:
     async def _send_once(
         self,
         method: str,
+        url: URL,
         path: str,
         params: Mapping[str, str] | None,
-        payload: bytes | None = None,
-    ) -> tuple[int, Mapping[str, str], bytes]:
-        session = self._get_session()
-        url = URL(self._base + path, encoded=True)
-        started = time.perf_counter()
+        payload: bytes | None,
+    ) -> _Answer[Body]:
+        session = self._session if self._session is not None else self._get_session()
+        debug = logger.isEnabledFor(logging.DEBUG)
+        started = time.perf_counter() if debug else 0.0
         self.requests_sent += 1
-        sent_headers = self._headers if payload is None else {**self._headers, **_JSON_BODY}
         try:
             async with session.request(
                 method,
                 url,
                 params=params,
                 data=payload,
-                headers=sent_headers,
+                headers=self._get_headers if payload is None else self._post_headers,
                 allow_redirects=False,
                 timeout=self._timeout,
             ) as response:
+                length = response.content_length
+                if (
+                    length is not None
+                    and length <= self._small_body
+                    and "Content-Encoding" not in response.headers
+                ):
+                    body: Body = await response.read()
+                else:
+                    body = await self._read_body(response, method, path)
                 status = response.status
-                body = await self._read_body(response, method, path)
                 headers = response.headers
         except (asyncio.TimeoutError, TimeoutError) as exc:
             raise APITimeoutError("request timed out", method=method, path=path) from exc
@@ -366,7 +402,7 @@ class Transport:
             raise APIConnectionError(
                 f"connection failed: {type(exc).__name__}", method=method, path=path
             ) from exc
-        if logger.isEnabledFor(logging.DEBUG):
+        if debug:
             logger.debug(
                 "%s %s -> %d (%d bytes, %.1f ms)",
                 method,
@@ -375,16 +411,15 @@ class Transport:
                 len(body),
                 (time.perf_counter() - started) * 1000,
             )
-        return status, headers, body
+        return status, headers, body, body
 
     async def _open_once(
-        self, path: str, body: bytes, client_timeout: aiohttp.ClientTimeout
-    ) -> tuple[int, Mapping[str, str], bytes, aiohttp.ClientResponse]:
+        self, url: URL, path: str, body: bytes, client_timeout: aiohttp.ClientTimeout
+    ) -> _Answer[aiohttp.ClientResponse]:
         session = self._get_session()
-        url = URL(self._base + path, encoded=True)
         started = time.perf_counter()
         self.requests_sent += 1
-        headers = {**self._headers, **_JSON_BODY, "Accept": _EVENT_STREAM}
+        headers = {**self._post_headers, "Accept": _EVENT_STREAM}
         response: aiohttp.ClientResponse | None = None
         try:
             response = await session.request(
@@ -427,11 +462,24 @@ class Transport:
                 f"expected an event stream, got {response.content_type or 'no content type'}",
                 method="POST",
                 path=path,
-                body=error_body,
+                body=body_head(error_body),
             )
         return status, response.headers, error_body, response
 
-    async def _read_body(self, response: aiohttp.ClientResponse, method: str, path: str) -> bytes:
+    async def _read_body(self, response: aiohttp.ClientResponse, method: str, path: str) -> Body:
+        """Read a body into one buffer, never more than ``max_response_bytes``.
+
+        With a ``Content-Length`` (and no content encoding) the buffer is allocated once at that
+        size and filled as the chunks arrive: no list of chunks joined at the end, so a 20 MB
+        timeline takes 20 MB, not 40. A length over the limit is refused before anything is
+        read. Without one (chunked, or compressed, where the length is not the decoded size) the
+        buffer grows, and the read stops as soon as it passes the limit. The decoders read the
+        ``bytearray`` in place.
+
+        Raises:
+            ResponseDecodeError: the body is (or would be) larger than ``max_response_bytes``.
+            aiohttp.ClientPayloadError: the body ended before its ``Content-Length``.
+        """
         limit = self._max_response_bytes
         length = response.content_length
         if length is not None and length > limit:
@@ -440,20 +488,38 @@ class Transport:
                 method=method,
                 path=path,
             )
-        if length is not None and "Content-Encoding" not in response.headers:
-            return await response.read()
-        buffer = bytearray()
-        async for chunk in response.content.iter_chunked(_CHUNK):
-            buffer += chunk
-            if len(buffer) > limit:
-                raise ResponseDecodeError(
-                    f"response body exceeds max_response_bytes={limit}", method=method, path=path
-                )
-        return bytes(buffer)
+        # Chunk by chunk as aiohttp received them: read() and readany() join what is buffered
+        # into new bytes first, which is one more copy of the body.
+        chunks = response.content.iter_chunks()
+        if length is None or "Content-Encoding" in response.headers:
+            grown = bytearray()
+            async for chunk, _ in chunks:
+                if len(grown) + len(chunk) > limit:
+                    raise ResponseDecodeError(
+                        f"response body exceeds max_response_bytes={limit}",
+                        method=method,
+                        path=path,
+                    )
+                grown += chunk
+            return grown
+        buffer = bytearray(length)
+        filled = 0
+        with memoryview(buffer) as view:
+            async for chunk, _ in chunks:
+                end = filled + len(chunk)
+                if end > length:
+                    break
+                view[filled:end] = chunk
+                filled = end
+        if filled != length:
+            raise aiohttp.ClientPayloadError(
+                f"the body does not match its Content-Length of {length} bytes"
+            )
+        return buffer
 
     @staticmethod
     def _status_error(
-        status: int, method: str, path: str, headers: Mapping[str, str], body: bytes
+        status: int, method: str, path: str, headers: Mapping[str, str], body: Body
     ) -> APIStatusError:
         message: str | None = None
         code = action_url = None
@@ -478,7 +544,7 @@ class Transport:
             "code": code,
             "action_url": action_url,
             "request_id": headers.get("x-request-id"),
-            "body": body,
+            "body": body_head(body),
         }
         cls = _status_error_class(status)
         if cls is RateLimitError:

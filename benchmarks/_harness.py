@@ -7,6 +7,7 @@ Not a benchmark itself. The scripts import it as a sibling module (they run as
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import json
 import os
@@ -18,7 +19,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -45,6 +46,7 @@ PACKAGES = (
     "pydantic",
     "requests",
     "psutil",
+    "uvloop",
 )
 
 _T = TypeVar("_T")
@@ -83,6 +85,40 @@ def pin_client() -> None:
         os.sched_setaffinity(0, {client_cpu()})
 
 
+# -- the event loop ---------------------------------------------------------------------------
+
+LOOP_ENV = "ASYNCCLIENT_BENCH_LOOP"
+"""``asyncio`` or ``uvloop`` forces a loop; unset (or ``auto``): uvloop where it is installed."""
+
+
+def uvloop_installed() -> bool:
+    """True when uvloop (``asyncclient[speed]``) can be imported."""
+    import importlib.util
+
+    return importlib.util.find_spec("uvloop") is not None
+
+
+def loop_name() -> str:
+    """The event loop the scenarios run on: ``uvloop`` or ``asyncio``."""
+    wanted = os.environ.get(LOOP_ENV, "auto")
+    if wanted == "asyncio":
+        return "asyncio"
+    if wanted == "uvloop" or uvloop_installed():
+        return "uvloop"
+    return "asyncio"
+
+
+def run(main: Callable[[], Coroutine[Any, Any, _T]], loop: str | None = None) -> _T:
+    """``asyncio.run(main())`` on the loop :func:`loop_name` chose (or ``loop``)."""
+    if (loop or loop_name()) == "uvloop":
+        import importlib
+
+        # By name: the benchmarks are type-checked where uvloop may not be installed.
+        uv_run: Callable[[Coroutine[Any, Any, _T]], _T] = importlib.import_module("uvloop").run
+        return uv_run(main())
+    return asyncio.run(main())
+
+
 # -- the server process -----------------------------------------------------------------------
 
 
@@ -110,7 +146,24 @@ class Server:
             json.dump(self._spec, spec_file)
         self._spec_file = spec_file.name
         self._err_file = tempfile.TemporaryFile()
-        command = [
+        command = self._command()
+        if can_pin():
+            command += ["--cpu", str(server_cpu())]
+        self._proc = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._err_file
+        )
+        try:
+            self.base_url = self._read_url(timeout=120.0)
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        self.pid = self._proc.pid
+        self._ps = psutil.Process(self.pid)
+        return self
+
+    def _command(self) -> list[str]:
+        """The server's command line, without ``--cpu``."""
+        return [
             sys.executable,
             str(HERE / "_server.py"),
             "--api-key",
@@ -128,19 +181,6 @@ class Server:
             "--spec",
             "@" + self._spec_file,
         ]
-        if can_pin():
-            command += ["--cpu", str(server_cpu())]
-        self._proc = subprocess.Popen(
-            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._err_file
-        )
-        try:
-            self.base_url = self._read_url(timeout=120.0)
-        except BaseException:
-            self.__exit__(None, None, None)
-            raise
-        self.pid = self._proc.pid
-        self._ps = psutil.Process(self.pid)
-        return self
 
     def _read_url(self, timeout: float) -> str:
         assert self._proc is not None
@@ -426,6 +466,7 @@ def environment() -> dict[str, Any]:
         "client_cpu": client_cpu() if can_pin() else None,
         "server_cpu": server_cpu() if can_pin() else None,
         "loadavg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "event_loop": loop_name(),
         "asyncclient_source": source_state(),
     }
 

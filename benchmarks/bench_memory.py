@@ -24,7 +24,6 @@ quick budget); the target is about 100,000 and only the full mode measures there
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import gc
 import json
@@ -53,6 +52,7 @@ from _harness import (
     pin_client,
     policy_strategy,
     rss_bytes,
+    run,
 )
 
 TARGET_BYTES = 2048
@@ -169,7 +169,7 @@ def child_main(argv: Sequence[str]) -> None:
     base_url, key, which, ids_file, idle, *steps = argv
     counts = [int(step) for step in steps]
     ids: list[str] = json.loads(Path(ids_file).read_text())[: max(counts)]
-    out = asyncio.run(_child_async(base_url, key, which == "per-run", ids, counts, float(idle)))
+    out = run(lambda: _child_async(base_url, key, which == "per-run", ids, counts, float(idle)))
     print(json.dumps(out))
 
 

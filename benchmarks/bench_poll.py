@@ -20,7 +20,6 @@ median. Polls/s is what the targets judge; CPU per poll is the steadier figure o
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import json
 import time
@@ -45,6 +44,7 @@ from _harness import (
     per_run_policy,
     pin_client,
     rotations,
+    run,
 )
 from yarl import URL
 
@@ -207,11 +207,11 @@ def measure_one(
     name: str, server: Server, ids: Sequence[str], warmup: float, interval: float
 ) -> Sample:
     if name == "ours":
-        return asyncio.run(ours(server, ids, CONCURRENCY, warmup, interval))
+        return run(lambda: ours(server, ids, CONCURRENCY, warmup, interval))
     if name == "bare aiohttp":
-        return asyncio.run(bare_aiohttp(server, ids, CONCURRENCY, warmup, interval))
+        return run(lambda: bare_aiohttp(server, ids, CONCURRENCY, warmup, interval))
     if name == "asyncio + json.loads":
-        return asyncio.run(asyncio_json(server, ids, CONCURRENCY, warmup, interval))
+        return run(lambda: asyncio_json(server, ids, CONCURRENCY, warmup, interval))
     return requests_loop(server, ids, warmup, interval)
 
 

@@ -5,6 +5,7 @@
     python benchmarks/run_all.py --quick      # under 2 minutes
     python benchmarks/run_all.py              # the full run, about 10 minutes
     python benchmarks/run_all.py --only poll,decode
+    python benchmarks/run_all.py --loop asyncio   # asyncio's loop even where uvloop is installed
 
 Each scenario runs in a process of its own (``benchmarks/bench_*.py``), and each of those starts
 the emulator in yet another process (``benchmarks/_server.py``). The JSON goes to
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -24,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _harness import HERE, Row, environment, markdown_table, pin_client
+from _harness import HERE, LOOP_ENV, Row, environment, markdown_table, pin_client
 
 SCENARIOS = {
     "poll": "bench_poll.py",
@@ -33,6 +35,7 @@ SCENARIOS = {
     "workload": "bench_workload.py",
     "pages": "bench_pages.py",
     "harvest": "bench_harvest.py",
+    "request": "bench_request.py",
 }
 
 
@@ -41,7 +44,14 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="the short run (under 2 minutes)")
     parser.add_argument("--only", default=",".join(SCENARIOS), help="comma-separated scenarios")
     parser.add_argument("--results", default=str(HERE / "results"), help="where the JSON goes")
+    parser.add_argument(
+        "--loop",
+        choices=("auto", "asyncio", "uvloop"),
+        default=os.environ.get(LOOP_ENV, "auto"),
+        help="the clients' event loop (auto: uvloop where installed)",
+    )
     args = parser.parse_args()
+    os.environ[LOOP_ENV] = args.loop  # the scenarios' processes read it
     names = [name.strip() for name in args.only.split(",") if name.strip()]
     unknown = [name for name in names if name not in SCENARIOS]
     if unknown:
@@ -100,7 +110,8 @@ def main() -> int:
     print(f"Python {sys.version.split()[0]}, {env['cpu_model']} × {env['cpu_count']}; {packages}")
     source = env["asyncclient_source"]
     print(
-        f"client and server pinned to separate cores: {env['pinned']}; load average "
+        f"client and server pinned to separate cores: {env['pinned']}; clients' event loop: "
+        f"{env['event_loop']}; load average "
         f"{env['loadavg_start'][0]:.1f} at start; asyncclient sources {source}\n"
     )
     print(markdown_table(rows))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.utils
+import gzip
 import socket
 import time
 from collections import deque
@@ -11,6 +12,7 @@ from dataclasses import dataclass, field
 
 import aiohttp
 import anyio
+import msgspec
 import pytest
 from _support import serve_handler
 from aiohttp import web
@@ -41,6 +43,18 @@ RUN_BODY = b'{"id": "65f8a9d2c1e4b5a6f7e8d9c0", "total": 1, "completed": 1, "sta
 PAGE_BODY = b'{"batches": [], "total": 0, "hasMore": false}'
 JSON = {"Content-Type": "application/json"}
 
+LARGE_EVENTS = [{"type": "plan", "data": {"step": i, "text": "x" * 1000}} for i in range(1000)]
+LARGE_BODY = msgspec.json.encode(
+    {
+        "id": RUN_ID,
+        "total": 1,
+        "completed": 1,
+        "status": "completed",
+        "results": [{"status": "SUCCESS", "events": LARGE_EVENTS}],
+    }
+)
+"""A finished run with about 1 MB of timeline: larger than what is read with aiohttp's read()."""
+
 
 def fast_retry(max_retries: int = 2, max_retry_after: float = 0.05) -> RetryPolicy:
     """The production retry logic with millisecond delays."""
@@ -62,6 +76,12 @@ class Reply:
     delay: float = 0.0
     truncate: bool = False
     """Announce the whole body but send only its first bytes, then drop the connection."""
+    truncate_after: int = 5
+    """How many bytes a truncated body sends before the connection drops."""
+    chunked: bool = False
+    """Send the body with chunked transfer encoding (no ``Content-Length``), in 64 KiB pieces."""
+    gzip: bool = False
+    """Send the body gzip-compressed, with ``Content-Encoding`` and the compressed length."""
 
 
 @dataclass
@@ -94,10 +114,22 @@ class ScriptedServer:
             response = web.StreamResponse(status=reply.status, headers=reply.headers)
             response.content_length = len(reply.body) + 100
             await response.prepare(request)
-            await response.write(reply.body[:5])
+            await response.write(reply.body[: reply.truncate_after])
             assert request.transport is not None
             request.transport.close()
             return response
+        if reply.chunked:
+            response = web.StreamResponse(status=reply.status, headers=reply.headers)
+            response.enable_chunked_encoding()
+            await response.prepare(request)
+            for start in range(0, len(reply.body), 65536):
+                await response.write(reply.body[start : start + 65536])
+            await response.write_eof()
+            return response
+        if reply.gzip:
+            headers = {**reply.headers, "Content-Encoding": "gzip"}
+            compressed = gzip.compress(reply.body)
+            return web.Response(status=reply.status, body=compressed, headers=headers)
         return web.Response(status=reply.status, body=reply.body, headers=reply.headers)
 
 
@@ -386,6 +418,141 @@ async def test_oversized_body_is_refused(scripted: ScriptedServer) -> None:
     async with client_for(scripted, max_response_bytes=1000) as api:
         with pytest.raises(ResponseDecodeError, match="max_response_bytes"):
             await api.get_run(RUN_ID)
+
+
+# -- what every request carries -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "own_session", [pytest.param(False, id="client-session"), pytest.param(True, id="own-session")]
+)
+async def test_every_request_carries_the_key_and_the_client_headers(
+    scripted: ScriptedServer, own_session: bool
+) -> None:
+    """GETs and POSTs send the key, JSON Accept and our User-Agent, whoever owns the session."""
+    scripted.script(Reply(200), Reply(200, PAGE_BODY), Reply(200))
+    async with aiohttp.ClientSession(headers={"X-Trace": "abc"}) as session:
+        api = client_for(scripted, session=session if own_session else None)
+        async with api:
+            await api.get_run(RUN_ID)
+            await api.list_runs(limit=3)
+            await api.submit([{"url": "https://example.com"}])
+    for request in scripted.requests:
+        assert request.headers["Authorization"] == f"Bearer {KEY}"
+        assert request.headers["Accept"] == "application/json"
+        assert request.headers["User-Agent"].startswith("asyncclient/")
+        # A caller's session keeps its own headers beside ours.
+        assert ("X-Trace" in request.headers) is own_session
+    assert [r.method for r in scripted.requests] == ["GET", "GET", "POST"]
+    assert scripted.requests[2].headers["Content-Type"] == "application/json"
+    assert "Content-Type" not in scripted.requests[0].headers
+
+
+async def test_cookies_the_server_sets_are_not_sent_back(scripted: ScriptedServer) -> None:
+    """The client's own session keeps no cookies: a ``Set-Cookie`` never comes back."""
+    scripted.script(Reply(200, headers={**JSON, "Set-Cookie": "sticky=1; Path=/"}), Reply(200))
+    # By name: aiohttp's cookie jar would ignore a cookie from an IP address anyway.
+    base_url = scripted.base_url.replace("127.0.0.1", "localhost")
+    async with Client(KEY, base_url=base_url, retry=fast_retry()) as api:
+        await api.get_run(RUN_ID)
+        await api.get_run(RUN_ID)
+    assert [r.headers.get("Cookie") for r in scripted.requests] == [None, None]
+
+
+# -- large bodies: one buffer, bounded ------------------------------------------------------
+
+
+def _events_of(run: Run) -> list[object]:
+    return [msgspec.json.decode(event.raw_data) for _, event in run.events()]
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        pytest.param(Reply(200, LARGE_BODY), id="content-length"),
+        pytest.param(Reply(200, LARGE_BODY, chunked=True), id="chunked"),
+        pytest.param(Reply(200, LARGE_BODY, gzip=True), id="gzip"),
+    ],
+)
+async def test_large_body_is_read_whole_and_decoded(scripted: ScriptedServer, reply: Reply) -> None:
+    """A megabyte timeline arrives intact, whether sized, chunked or compressed."""
+    scripted.script(reply)
+    async with client_for(scripted) as api:
+        run = await api.get_run(RUN_ID, include_events=True)
+    assert run.id == RUN_ID
+    assert _events_of(run) == [event["data"] for event in LARGE_EVENTS]
+    assert scripted.requests[0].query["includeEvents"] == "true"
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        pytest.param(Reply(200, LARGE_BODY), id="content-length"),
+        pytest.param(Reply(200, LARGE_BODY, chunked=True), id="chunked"),
+    ],
+)
+async def test_body_of_exactly_max_response_bytes_is_accepted(
+    scripted: ScriptedServer, reply: Reply
+) -> None:
+    """The limit is inclusive: a body of exactly ``max_response_bytes`` is read and decoded."""
+    scripted.script(reply)
+    async with client_for(scripted, max_response_bytes=len(LARGE_BODY)) as api:
+        run = await api.get_run(RUN_ID, include_events=True)
+    assert len(_events_of(run)) == len(LARGE_EVENTS)
+
+
+@pytest.mark.parametrize(
+    ("reply", "message"),
+    [
+        pytest.param(
+            Reply(200, LARGE_BODY), f"of {len(LARGE_BODY)} bytes exceeds", id="content-length"
+        ),
+        pytest.param(Reply(200, LARGE_BODY, chunked=True), "body exceeds", id="chunked"),
+        pytest.param(Reply(200, LARGE_BODY, gzip=True), "body exceeds", id="gzip-decoded-size"),
+    ],
+)
+async def test_large_body_over_the_limit_is_refused_once(
+    scripted: ScriptedServer, reply: Reply, message: str
+) -> None:
+    """One byte over ``max_response_bytes`` is a ``ResponseDecodeError``, and not retried."""
+    scripted.script(reply, Reply(200, LARGE_BODY))
+    async with client_for(scripted, max_response_bytes=len(LARGE_BODY) - 1) as api:
+        with pytest.raises(ResponseDecodeError, match=message) as info:
+            await api.get_run(RUN_ID, include_events=True)
+        assert api.requests_sent == 1
+    assert "max_response_bytes" in str(info.value)
+    assert len(info.value.body) < 1000  # an excerpt, not the body
+
+
+async def test_large_body_cut_short_is_retried(scripted: ScriptedServer) -> None:
+    """A large body that stops half way is retried, and the retry's whole body is used."""
+    half = Reply(200, LARGE_BODY, truncate=True, truncate_after=len(LARGE_BODY) // 2)
+    scripted.script(half, Reply(200, LARGE_BODY))
+    async with client_for(scripted) as api:
+        run = await api.get_run(RUN_ID, include_events=True)
+        assert (api.requests_sent, api.retries) == (2, 1)
+    assert len(_events_of(run)) == len(LARGE_EVENTS)
+
+
+async def test_large_body_cut_short_without_retries_is_connection_error(
+    scripted: ScriptedServer,
+) -> None:
+    """With no retries left a large body cut short is an ``APIConnectionError`` from aiohttp's."""
+    scripted.script(Reply(200, LARGE_BODY, truncate=True, truncate_after=len(LARGE_BODY) // 2))
+    async with client_for(scripted, max_retries=0) as api:
+        with pytest.raises(APIConnectionError, match="cut short") as info:
+            await api.get_run(RUN_ID, include_events=True)
+    assert isinstance(info.value.__cause__, aiohttp.ClientPayloadError)
+
+
+async def test_large_error_body_keeps_an_excerpt(scripted: ScriptedServer) -> None:
+    """A large non-JSON 2xx body is a ``ResponseDecodeError`` whose ``body`` is an excerpt."""
+    scripted.script(Reply(200, b"<html>" + b"x" * 1_000_000, {"Content-Type": "text/html"}))
+    async with client_for(scripted) as api:
+        with pytest.raises(ResponseDecodeError) as info:
+            await api.get_run(RUN_ID)
+    assert info.value.body.startswith("<html>xxx")
+    assert len(info.value.body) < 1000
 
 
 # -- Retry-After parsing ------------------------------------------------------------------------
