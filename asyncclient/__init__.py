@@ -53,6 +53,7 @@ from ._models import (
 )
 from ._pagination import RunIterator
 from ._polling import RunUpdate, Watcher
+from ._ratelimit import RateController
 from ._streaming import RunStream
 from ._tasks import TaskSpec
 
@@ -70,6 +71,7 @@ __all__ = [
     "PollPolicy",
     "PredevError",
     "QueueStatus",
+    "RateController",
     "RateLimitError",
     "ResponseDecodeError",
     "RetryPolicy",

@@ -38,6 +38,7 @@ from ._exceptions import (
     AuthenticationError,
     NotFoundError,
     PredevError,
+    RateLimitError,
     WatchTimeoutError,
 )
 from ._models import Run
@@ -387,7 +388,8 @@ class Watcher:
                 await self._deliver(watched, error=error)
             return
         except PredevError as error:
-            watched.failures += 1
+            if not isinstance(error, RateLimitError):  # a rate limit slows a run, never fails it
+                watched.failures += 1
             if _is_transient(error) and watched.failures < self.policy.max_failed_polls:
                 self._reschedule(watched, self._now())
             else:

@@ -3,9 +3,11 @@
 A request goes out with the key in its ``Authorization`` header and comes back as the body's bytes
 for a 2xx, or as one of our errors. Transient failures (connection errors, timeouts, truncated
 bodies, 408, 429, 500, 502, 503, 504) are retried with exponential backoff and full jitter; a
-``Retry-After`` is honoured up to a cap, and a 429 pauses every request of the client, not just
-the one that saw it. A request that must not happen twice (a submission, which bills) is retried
-only when it provably never left (the connection could not be made) or was refused with a 429.
+``Retry-After`` is honoured up to a cap. Every attempt passes through the client's
+:class:`RateController` (``_ratelimit.py``): it takes a token before it is sent and reports its
+answer after, so a 429 paces and pauses the whole client, not just the request that saw it. A
+request that must not happen twice (a submission, which bills) is retried only when it provably
+never left (the connection could not be made) or was refused with a 429.
 aiohttp's exceptions never leave this module.
 """
 
@@ -37,6 +39,7 @@ from ._exceptions import (
     ResponseDecodeError,
     _status_error_class,
 )
+from ._ratelimit import RateController
 
 logger = logging.getLogger("asyncclient")
 
@@ -130,6 +133,7 @@ class Transport:
         trust_env: read proxy settings from the environment (off by default).
         max_response_bytes: bodies larger than this are refused without being read in full.
         sleep: how to wait between attempts (tests pass a faster one).
+        rate: the rate controller every attempt passes through (default: a fresh one).
     """
 
     def __init__(
@@ -143,6 +147,7 @@ class Transport:
         trust_env: bool = False,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+        rate: RateController | None = None,
     ) -> None:
         self._base = str(base_url)
         self._headers = {
@@ -157,7 +162,7 @@ class Transport:
         self._trust_env = trust_env
         self._max_response_bytes = max_response_bytes
         self._sleep = sleep
-        self._resume_at = 0.0
+        self.rate = rate if rate is not None else RateController()
         self._closed = False
         self.budget = (
             RetryBudget(retry.budget, retry.retry_cost) if retry.budget is not None else None
@@ -215,7 +220,8 @@ class Transport:
             APIConnectionError: when no answer came (after retries, if it was never sent).
             ResponseDecodeError: when the body is larger than ``max_response_bytes``.
         """
-        return await self._request("POST", path, body=json_body, unsent_only=retry_unsent_only)
+        async with self.rate.submission():
+            return await self._request("POST", path, body=json_body, unsent_only=retry_unsent_only)
 
     @asynccontextmanager
     async def open_stream(
@@ -240,7 +246,8 @@ class Transport:
         async def attempt() -> tuple[int, Mapping[str, str], bytes, aiohttp.ClientResponse]:
             return await self._open_once(path, json_body, timeout)
 
-        response = await self._with_retries("POST", path, attempt, unsent_only=True)
+        async with self.rate.submission():
+            response = await self._with_retries("POST", path, attempt, unsent_only=True)
         chunks = _Chunks(response, path, seconds)
         try:
             yield chunks
@@ -280,8 +287,10 @@ class Transport:
         attempts = 0
         spent = 0
         budget = self.budget
+        rate = self.rate
         while True:
-            await self._wait_for_pause()
+            if not rate.try_acquire():
+                await rate.acquire(method, path)
             error: PredevError
             retry_after: float | None = None
             try:
@@ -292,10 +301,13 @@ class Transport:
                 error = exc
             else:
                 if 200 <= status < 300:
+                    rate.answered()
                     if budget is not None:
                         budget.refund(spent or 1)
                     return result
                 error = self._status_error(status, method, path, headers, body)
+                if not rate.answered(error):
+                    raise error  # a Retry-After longer than the controller's max_pause
                 retryable = status == 429 if unsent_only else status in RETRY_STATUSES
                 if not retryable:
                     raise error
@@ -318,18 +330,8 @@ class Transport:
                 logger.debug(
                     "retrying %s %s in %.3fs (attempt %d): %s", method, path, delay, attempts, error
                 )
-            if isinstance(error, RateLimitError):
-                # One client-wide pause: every request waits, not just this one.
-                self._resume_at = max(self._resume_at, asyncio.get_running_loop().time() + delay)
-            else:
-                await self._sleep(delay)
-
-    async def _wait_for_pause(self) -> None:
-        while True:
-            remaining = self._resume_at - asyncio.get_running_loop().time()
-            if remaining <= 0:
-                return
-            await self._sleep(remaining)
+            if not (isinstance(error, RateLimitError) and rate.pause(error, delay)):
+                await self._sleep(delay)  # else the whole client pauses: the retry waits in acquire
 
     async def _send_once(
         self,

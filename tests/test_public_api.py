@@ -25,6 +25,7 @@ EXPECTED_PUBLIC = {
     "PollPolicy",
     "PredevError",
     "QueueStatus",
+    "RateController",
     "RateLimitError",
     "ResponseDecodeError",
     "RetryPolicy",
