@@ -381,8 +381,9 @@ class RateController:
         if elapsed > 0.0:
             self._tokens = min(self._capacity, self._tokens + elapsed * self._fill)
             self._refilled = now
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
+        # A sleep of exactly the deficit can come back a rounding error short of a token.
+        if self._tokens >= 1.0 - 1e-9:
+            self._tokens = max(0.0, self._tokens - 1.0)
             return 0.0
         return (1.0 - self._tokens) / self._fill
 

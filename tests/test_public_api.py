@@ -55,6 +55,7 @@ EXPECTED_TESTING = {
     "Fault",
     "Faults",
     "ManualClock",
+    "RateLimits",
     "RealClock",
     "TaskPlan",
     "serve",

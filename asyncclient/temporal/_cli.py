@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import signal
 import sys
@@ -127,6 +128,14 @@ def _worker_parser(prog: str | None) -> argparse.ArgumentParser:
     work.add_argument(
         "--strategy", choices=POLL_STRATEGIES, default="auto", help="polling strategy (auto)"
     )
+    work.add_argument(
+        "--max-requests-per-second",
+        type=float,
+        default=None,
+        metavar="RPS",
+        help="this worker's share of the key's rate limit, for all its shards together (none: "
+        "pacing starts at the first 429 and adapts, across workers, without configuration)",
+    )
     work.add_argument("--identity", help="this worker's name in Temporal and the sink (pid@host)")
     work.add_argument(
         "--log-level",
@@ -217,10 +226,19 @@ def worker_main(argv: Sequence[str], *, prog: str | None = None) -> int:
         sink_name(args.sink)
         if args.max_shards < 1:
             raise ValueError(f"--max-shards must be 1 or more, got {args.max_shards}")
+        rps = args.max_requests_per_second
+        if rps is not None and not (rps > 0 and math.isfinite(rps)):
+            raise ValueError(f"--max-requests-per-second must be a positive number, got {rps}")
     except (ValueError, SinkError) as exc:
         parser.error(str(exc))
     try:
-        api = Client(args.api_key, base_url=args.base_url, poll_policy=policy)
+        # One client, so one rate controller, for every shard this worker watches.
+        api = Client(
+            args.api_key,
+            base_url=args.base_url,
+            poll_policy=policy,
+            max_requests_per_second=args.max_requests_per_second,
+        )
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_KEY if "key" in str(exc) else EXIT_USAGE

@@ -23,11 +23,16 @@ Chaos on demand: ``emu.faults.add(Fault("status", status=503, rate=0.2))`` fails
 requests, ``emu.faults.outage(5.0)`` fails all of them for five seconds (see :class:`Fault` for
 resets, truncated, trickling and stalled bodies, 429s with every form of ``Retry-After``, non-JSON
 bodies and proxy error pages); ``--faults "503:0.2,reset:0.05"`` does the same from the shell.
+
+A rate limit per key and latency on every answer: ``emu.rate_limits.set(200, burst=20)`` and
+``emu.rate_limits.set_latency(0.010)`` (see :class:`RateLimits`), or
+``--rate-limit 200 --burst 20 --latency 10ms``.
 """
 
 from ._clock import Clock, ManualClock, RealClock
 from ._emulator import Emulator
 from ._faults import Fault, Faults
+from ._ratelimit import RateLimits
 from ._server import EmulatorServer, serve
 from ._state import TaskPlan
 
@@ -38,6 +43,7 @@ __all__ = [
     "Fault",
     "Faults",
     "ManualClock",
+    "RateLimits",
     "RealClock",
     "TaskPlan",
     "serve",

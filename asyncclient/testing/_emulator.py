@@ -14,6 +14,7 @@ import msgspec
 from ._app import build_app
 from ._clock import Clock, RealClock
 from ._faults import Faults
+from ._ratelimit import RateLimits
 from ._samples import RUN_FAILURES, sample_data, sample_status, sample_task
 from ._state import RunState, TaskPlan
 from ._submit import MAX_BATCH, QUEUE_CAP, Account
@@ -58,6 +59,9 @@ class Emulator:
         stream_disconnects: Streams that ended because the client left before ``done``.
         faults: The failures injected in front of the API (none until some are added), drawn
             with a generator seeded from :attr:`seed`; see :class:`Faults`.
+        rate_limits: Per-key rate limits (429 ``RATE_LIMITED`` with ``Retry-After``) and a
+            latency added to every answer, in front of the faults (none until set); see
+            :class:`RateLimits`.
     """
 
     def __init__(
@@ -88,6 +92,7 @@ class Emulator:
         self.requests_by_route: Counter[str] = Counter()
         self.before_request: Callable[[str, web.Request], None] | None = None
         self.faults = Faults(seed)
+        self.rate_limits = RateLimits(self._authorize, seed=seed)
         self.plan_task: Callable[[int, Mapping[str, Any]], float | TaskPlan] | None = None
         self.queue_cap = QUEUE_CAP
         self.max_batch = MAX_BATCH
