@@ -310,7 +310,7 @@ async def test_first_rate_limited_starts_pacing_and_one_cut_per_bucket() -> None
     controller.answered(_throttle(code=None))  # a 429 without a code is a rate limit too
     assert controller.cuts == 2
     second = controller.rate
-    assert second is not None and second < first
+    assert first is not None and second is not None and second < first
 
 
 async def test_rate_limited_without_adaptive_only_counts() -> None:
