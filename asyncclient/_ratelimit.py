@@ -29,6 +29,7 @@ The clock and the sleep are injectable, so the tests run the real logic on a vir
 
 from __future__ import annotations
 
+import bisect
 import math
 import time
 from collections import Counter, deque
@@ -54,8 +55,13 @@ BUCKET_SECONDS = 0.5
 """The width of a measurement bucket; at most one cut per bucket."""
 SMOOTHING = 0.8
 """The weight of the newest bucket in the measured rate (AWS: ``smooth``)."""
-BURST_SECONDS = 0.1
-"""The token bucket holds this many seconds of tokens (at least one): a short burst only."""
+RECENT_SECONDS = 2.0
+"""How far back the admitted rate a cut starts from is measured."""
+_MIN_WINDOW = 0.01
+ESTIMATE_MARGIN = 0.95
+BURST_SECONDS = 0.02
+"""The token bucket holds this many seconds of tokens (at least one): sends stay smooth, so the
+server's own burst absorbs the jitter of the network instead of our bursts."""
 DEFAULT_MAX_PAUSE = 600.0
 """A ``Retry-After`` longer than this fails calls instead of pausing the client."""
 WINDOW_DECREASE = 0.5
@@ -116,11 +122,13 @@ class _Meter:
 
 
 class _Recent:
-    """Answers per second over the last second (or since the first answer, if that is less).
+    """Admitted answers (not 429s) per second over the last ``RECENT_SECONDS`` of sending.
 
-    AWS's meter lags by a bucket and, in the first one, counts a fraction of a bucket as a whole
-    one; the first throttle usually comes within a fraction of a second, and a cut from a rate
-    measured that low would crawl at the floor for seconds.
+    What a throttle should cut from is the rate the server admitted while we were sending, not
+    AWS's meter: that lags by a bucket, counts a fraction of its first bucket as a whole one (the
+    first throttle usually comes within a fraction of a second), and counts the silence of a
+    client-wide pause as a rate near zero. The window starts no earlier than the end of the last
+    pause.
     """
 
     __slots__ = ("first", "times")
@@ -134,18 +142,22 @@ class _Recent:
             self.first = now
         times = self.times
         times.append(now)
-        horizon = now - 1.0
+        horizon = now - RECENT_SECONDS
         while times[0] < horizon:
             times.popleft()
 
-    def rate(self, now: float) -> float:
+    def rate(self, now: float, since: float) -> float:
         if self.first is None:
             return 0.0
         times = self.times
-        horizon = now - 1.0
-        while times and times[0] < horizon:
+        start = max(now - RECENT_SECONDS, self.first, since)
+        while times and times[0] < start:
             times.popleft()
-        return len(times) / max(min(1.0, now - self.first), BURST_SECONDS)
+        # A token-bucket server admits its burst first, then its rate: the later half of the
+        # time since sending (re)started says the rate without the burst.
+        start = max(start + (now - start) / 2, now - RECENT_SECONDS / 2)
+        count = len(times) - bisect.bisect_left(times, start)
+        return count / max(now - start, _MIN_WINDOW)
 
 
 class _Waiter:
@@ -417,13 +429,16 @@ class RateController:
         now = self._clock()
         self.answers += 1
         measured = self._meter.record(now)
-        if self._enabled or self._adaptive:
-            self._recent.record(now)
         if error is None or error.status != 429:
+            if self._adaptive:
+                self._recent.record(now)
             if self._enabled:
-                measured = max(measured, self._recent.rate(now))
+                measured = max(measured, self._recent.rate(now, self._resume_at))
+                cubic = self._cubic
+                # Recovery runs from when sending resumed, not through a pause.
                 self._learned = max(
-                    MIN_RATE, min(self._cubic.success(now), MAX_RATE_SCALE * measured)
+                    MIN_RATE,
+                    min(cubic.success(max(now, cubic.last_fail)), MAX_RATE_SCALE * measured),
                 )
                 self._pace(now)
             return True
@@ -446,8 +461,10 @@ class RateController:
         if bucket <= self._last_cut_bucket or now < self._resume_at:
             return  # the same moment's burst, or requests sent before the pause began
         self._last_cut_bucket = bucket
-        measured = max(self._meter.rate, self._recent.rate(now))
-        rate = min(measured, self._fill) if self._enabled else measured
+        measured = max(self._meter.rate, self._recent.rate(now, self._resume_at))
+        # What was admitted just before a throttle runs a few percent over the limit (the
+        # server's refills and the network's bunching): aim the plateau just under it.
+        rate = min(measured * ESTIMATE_MARGIN, self._fill) if self._enabled else measured
         cut = self._cubic.throttled(rate, now)
         self._learned = max(MIN_RATE, min(cut, MAX_RATE_SCALE * measured))
         self._enabled = True
@@ -470,6 +487,8 @@ class RateController:
             return False
         self._resume_at = max(self._resume_at, self._clock() + seconds)
         self._paced = True
+        if self._enabled:
+            self._cubic.last_fail = max(self._cubic.last_fail, self._resume_at)
         if self._head_scope is not None:
             self._head_scope.cancel()  # the head sleeps for a token: it must wait longer now
         return True

@@ -32,6 +32,7 @@ SCENARIOS = {
     "memory": "bench_memory.py",
     "workload": "bench_workload.py",
     "pages": "bench_pages.py",
+    "ratelimit": "bench_ratelimit.py",
 }
 
 

@@ -9,6 +9,7 @@ shared with the Java and Rust SDKs, and botocore ``tests/unit/retries/test_throt
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import time
@@ -24,6 +25,7 @@ from asyncclient import Client, PollPolicy, RateController, RateLimitError
 from asyncclient._ratelimit import (
     BETA,
     BUCKET_SECONDS,
+    BURST_SECONDS,
     DEFAULT_MAX_PAUSE,
     MAX_RATE_SCALE,
     MIN_RATE,
@@ -259,7 +261,8 @@ async def test_ten_thousand_waiters_wake_one_per_token() -> None:
     assert served == 10_000
     assert clock.most_sleeping == 1
     assert clock.sleeps <= 10_000  # a token (or a burst's worth) per sleep
-    assert clock.now - 1_000.0 == pytest.approx((10_000 - 100) / 1_000, abs=1e-6)
+    burst = 1_000 * BURST_SECONDS  # the bucket starts full
+    assert clock.now - 1_000.0 == pytest.approx((10_000 - burst) / 1_000, abs=1e-6)
 
 
 async def test_cancelled_waiters_lose_no_token_and_block_nobody() -> None:
@@ -304,8 +307,8 @@ async def test_first_rate_limited_starts_pacing_and_one_cut_per_bucket() -> None
     assert controller.cuts == 1
     assert controller.throttles["RATE_LIMITED"] == 30
     first = controller.rate
-    # 101 answers (the 429 counts too, as in AWS's meter) over the 0.5 s since the first one.
-    assert first == pytest.approx(BETA * 101 / 0.5)
+    # A cut starts from the admitted rate: 100 answers over the 0.5 s since the first one.
+    assert first == pytest.approx(BETA * 100 / 0.5)
     clock.now += BUCKET_SECONDS
     controller.answered(_throttle(code=None))  # a 429 without a code is a rate limit too
     assert controller.cuts == 2
@@ -346,7 +349,8 @@ async def test_retry_after_pauses_everyone_then_resumes_at_the_learned_rate() ->
         for _ in range(50):
             group.start_soon(attempt)
     assert times[0] >= paused_at + 1.0
-    assert times[-1] - paused_at >= 1.0 + (50 - rate * 0.1 - 1) / rate - 1e-6
+    burst = max(1.0, rate * BURST_SECONDS)
+    assert times[-1] - paused_at >= 1.0 + (50 - burst - 1) / rate - 1e-6
     assert clock.most_sleeping == 1
 
 
@@ -483,7 +487,8 @@ async def test_a_shared_controller_paces_every_client_of_the_key(
     emulator, server = limited
     run_id = emulator.create_run(durations=[0.0], event_bytes=0)
     shared = RateController()
-    options = {"base_url": server.base_url, "retry": FAST_RETRY, "rate_controller": shared}
+    retry = dataclasses.replace(FAST_RETRY, max_retries=50, budget=None)  # no call may give up
+    options = {"base_url": server.base_url, "retry": retry, "rate_controller": shared}
     async with (
         Client(server.api_key, **options) as first,  # type: ignore[arg-type]
         Client(server.api_key, **options) as second,  # type: ignore[arg-type]
