@@ -8,14 +8,23 @@ and reports how it was answered. Nothing is paced until the server says so:
 - **adaptive pacing** starts at the first 429 ``RATE_LIMITED``. From then on the client sends at a
   rate it learns with the CUBIC rule of AWS's "adaptive" retry mode (β 0.7, C 0.4, a 0.5 req/s
   floor, the rate capped at twice the measured rate of answers, measured in 0.5 s buckets and
-  smoothed with an EWMA of 0.8). It is cut at most once per 0.5 s bucket, and not again while the
-  pause a ``Retry-After`` started is still running: the answers to requests sent before a cut say
-  nothing about the new rate, and a burst of 429s from one moment is one signal, not thirty;
+  smoothed with an EWMA of 0.8). Where it departs from AWS, and why:
+
+  - a cut happens at most once per 0.5 s bucket, and not while the pause a ``Retry-After``
+    started is running: the answers to requests sent before a cut say nothing about the new
+    rate, and a burst of 429s from one moment is one signal, not thirty;
+  - a cut starts from the rate the server *admitted* (answers other than 429) over the later
+    half of the time since sending last resumed (at most the last second), less 5 %: AWS's
+    meter counts a pause as silence, the server's burst as rate, and a fraction of its first
+    bucket as a whole one;
+  - CUBIC's recovery clock starts when a pause ends, so the client resumes at the cut rate;
+  - the token bucket holds 20 ms of tokens (AWS: a second's worth), so the client's sends stay
+    smooth and the server's own burst absorbs the network's jitter;
 - **Retry-After** starts a pause of the whole client (every request waits, not only the refused
   one), for at least what the server asked, up to the retry policy's ``max_retry_after``. After
   the pause the client resumes at the learned rate, not at full speed. A ``Retry-After`` longer
   than ``max_pause`` is not waited for: the call fails at once with :class:`RateLimitError`, and so
-  does every call until that time has passed, without sending anything;
+  does every call, without sending anything, until what is left of it is under ``max_pause``;
 - **QUEUE_FULL** is a capacity signal, not a rate one: it narrows a window on how many submissions
   may be in flight (AIMD: halved at most once per bucket, one wider per success while the window
   is in use), and leaves the rate alone.
@@ -57,7 +66,7 @@ SMOOTHING = 0.8
 """The weight of the newest bucket in the measured rate (AWS: ``smooth``)."""
 RECENT_SECONDS = 2.0
 """How far back the admitted rate a cut starts from is measured."""
-_MIN_WINDOW = 0.01
+_MIN_WINDOW = 0.1
 ESTIMATE_MARGIN = 0.95
 BURST_SECONDS = 0.02
 """The token bucket holds this many seconds of tokens (at least one): sends stay smooth, so the
@@ -153,6 +162,10 @@ class _Recent:
         start = max(now - RECENT_SECONDS, self.first, since)
         while times and times[0] < start:
             times.popleft()
+        if now - start < _MIN_WINDOW:
+            # Too short to tell a burst from a rate (the first throttle often comes within
+            # milliseconds): count it as if spread over the shortest window.
+            return len(times) / _MIN_WINDOW
         # A token-bucket server admits its burst first, then its rate: the later half of the
         # time since sending (re)started says the rate without the burst.
         start = max(start + (now - start) / 2, now - RECENT_SECONDS / 2)
@@ -223,8 +236,9 @@ class RateController:
             workers.
         adaptive: learn the rate from 429 ``RATE_LIMITED`` answers (on by default).
         max_pause: seconds; a ``Retry-After`` longer than this is not waited for: calls fail at
-            once with :class:`RateLimitError` (its ``retry_after`` says how long is left) until
-            the time has passed. ``math.inf`` turns this off.
+            once with :class:`RateLimitError` (its ``retry_after`` says how long is left),
+            sending nothing, while more than ``max_pause`` of it is left. ``math.inf`` turns
+            this off.
         clock: the monotonic clock, in seconds (tests pass a virtual one).
         sleep: how to wait (tests pass one that moves the virtual clock).
 
