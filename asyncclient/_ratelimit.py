@@ -415,14 +415,17 @@ class RateController:
 
     def _set_fill(self, rate: float, now: float) -> None:
         """Change the bucket's rate (refilled first, so tokens earned at the old rate count)."""
-        if self._fill != math.inf:
+        unpaced = self._fill == math.inf
+        if not unpaced:
             elapsed = now - self._refilled
             if elapsed > 0.0:
                 self._tokens = min(self._capacity, self._tokens + elapsed * self._fill)
         self._refilled = now
         self._fill = rate
         self._capacity = max(1.0, rate * BURST_SECONDS)
-        self._tokens = min(self._tokens, self._capacity)
+        # Pacing starts with a full bucket (a few milliseconds' worth): a client that has sent
+        # little when its first 429 comes must not wait for a token at the floor rate.
+        self._tokens = self._capacity if unpaced else min(self._tokens, self._capacity)
         if self._head_scope is not None and rate > self._head_fill * 1.25:
             self._head_scope.cancel()  # the head sleeps for a slower rate: let it look again
 
@@ -434,7 +437,10 @@ class RateController:
             self._set_fill(rate, now)
 
     def answered(self, error: APIStatusError | None = None) -> bool:
-        """Report the answer to an attempt: ``None`` for a 2xx, else the status error.
+        """Report the answer to an attempt (every answer, so the measured rate is right).
+
+        Args:
+            error: ``None`` for a 2xx, else the status error it was turned into.
 
         Returns:
             ``False`` when the call must fail now instead of retrying: a ``RATE_LIMITED`` whose
@@ -527,6 +533,9 @@ class RateController:
 
         Before any ``QUEUE_FULL`` it does nothing; after one, it waits (FIFO) for a free slot of
         the submission window, and a success widens the window by one while it is in use.
+
+        Returns:
+            The context manager; a waiter cancelled while it waits takes no slot.
         """
         return _Submission(self)
 
