@@ -346,7 +346,7 @@ def main() -> None:
     args = parse_args(__doc__.splitlines()[0] if __doc__ else "")
     pin_client()
     limit, burst, latency = 200.0, 20.0, 0.010
-    n = 1_000 if args.quick else 3_000
+    n = 800 if args.quick else 3_000
     processing = n // 20
     params = {
         "limit_rps": limit,
