@@ -52,6 +52,7 @@ from ._models import (
 )
 from ._pagination import RunIterator
 from ._polling import RunUpdate, Watcher
+from ._ratelimit import RateController
 from ._streaming import RunStream
 from ._tasks import TaskSpec
 from ._version import __version__
@@ -71,6 +72,7 @@ __all__ = [
     "PollPolicy",
     "PredevError",
     "QueueStatus",
+    "RateController",
     "RateLimitError",
     "ResponseDecodeError",
     "RetryPolicy",

@@ -6,7 +6,9 @@
     asyncclient runs list [--status S] [--limit N] [--all] [--json]
     asyncclient runs watch ID... | --ids-file FILE [--events] [--out FILE [--resume]]
         [--max-outage SECONDS]
+        [--max-requests-per-second RPS]
     asyncclient emulator [--port P] [--runs N] [--api-key K] [--speed X]
+        [--rate-limit RPS [--burst N]] [--latency 10ms]
     asyncclient demo [--runs N] [--seed S]
 
 Exit codes: 0 success (for ``watch``: every run finished ``completed``); 1 a run failed or could
@@ -333,6 +335,13 @@ def _parser() -> argparse.ArgumentParser:
             f"({DEFAULT_MAX_OUTAGE:g}; runs finished meanwhile are not lost)"
         ),
     )
+    watch.add_argument(
+        "--max-requests-per-second",
+        type=_positive_float,
+        metavar="RPS",
+        help="never send more than RPS requests a second (your share of the key's rate limit); "
+        "without it, pacing starts at the first 429 and adapts",
+    )
     watch.add_argument("-q", "--quiet", action="store_true", help="no progress or summary")
     # Tests shrink every polling and retry delay; the logic stays the production one.
     watch.add_argument("--delay-scale", type=_positive_float, default=1.0, help=argparse.SUPPRESS)
@@ -393,7 +402,13 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def _client(args: argparse.Namespace, context: _Context, *, delay_scale: float = 1.0) -> Client:
+def _client(
+    args: argparse.Namespace,
+    context: _Context,
+    *,
+    delay_scale: float = 1.0,
+    max_requests_per_second: float | None = None,
+) -> Client:
     """The client the options ask for; a missing or malformed key is exit 3, a bad URL exit 2."""
     key = args.api_key if args.api_key is not None else os.environ.get(API_KEY_ENV)
     if not key:
@@ -405,7 +420,11 @@ def _client(args: argparse.Namespace, context: _Context, *, delay_scale: float =
     base_url = args.base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL
     try:
         client = Client(
-            key, base_url=base_url, routes=args.routes, retry=_scaled_retry(delay_scale)
+            key,
+            base_url=base_url,
+            routes=args.routes,
+            retry=_scaled_retry(delay_scale),
+            max_requests_per_second=max_requests_per_second,
         )
     except ValueError as exc:
         raise _CliError(str(exc), EXIT_USAGE) from None
@@ -778,7 +797,12 @@ async def _cmd_watch(args: argparse.Namespace, context: _Context) -> int:
     if args.resume and not args.out:
         raise _CliError("--resume needs --out FILE (the results to resume from)", EXIT_USAGE)
     ids = _watch_ids(args)
-    client = _client(args, context, delay_scale=args.delay_scale)
+    client = _client(
+        args,
+        context,
+        delay_scale=args.delay_scale,
+        max_requests_per_second=args.max_requests_per_second,
+    )
     out = Path(args.out) if args.out else None
     recorded = _load_results(out) if args.resume and out is not None else {}
     tally = _Tally()

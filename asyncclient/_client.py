@@ -45,6 +45,7 @@ from ._models import (
 )
 from ._pagination import RunIterator
 from ._polling import RunUpdate, Watcher
+from ._ratelimit import RateController
 from ._streaming import RunStream
 from ._tasks import TaskSpec, encode_submit, validate_concurrency, validate_tasks
 from ._transport import DEFAULT_MAX_RESPONSE_BYTES, Body, Transport, body_head
@@ -77,6 +78,11 @@ class Client:
         session: your own ``aiohttp.ClientSession``; the client uses it and never closes it.
         trust_env: read proxy settings from the environment (off unless asked).
         max_response_bytes: refuse bodies larger than this (512 MiB by default).
+        max_requests_per_second: a fixed ceiling on this client's requests per second (your
+            share of the key's rate limit); ``None`` for none. Adaptive pacing, which starts at
+            the first 429 ``RATE_LIMITED``, is on either way.
+        rate_controller: a :class:`RateController` to pace this client with, shared with other
+            clients of the same key (excludes ``max_requests_per_second``); default: a fresh one.
 
     Raises:
         ValueError: no key, or an argument that is not acceptable (the message names it).
@@ -95,6 +101,8 @@ class Client:
         session: aiohttp.ClientSession | None = None,
         trust_env: bool = False,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        max_requests_per_second: float | None = None,
+        rate_controller: RateController | None = None,
     ) -> None:
         if api_key is None:
             api_key = os.environ.get(API_KEY_ENV)
@@ -116,6 +124,15 @@ class Client:
         if session is not None and not isinstance(session, aiohttp.ClientSession):
             raise ValueError("session must be an aiohttp.ClientSession")
         _check_int("max_response_bytes", max_response_bytes, minimum=1)
+        if rate_controller is None:
+            rate_controller = RateController(max_requests_per_second=max_requests_per_second)
+        elif not isinstance(rate_controller, RateController):
+            raise ValueError("rate_controller must be a RateController")
+        elif max_requests_per_second is not None:
+            raise ValueError(
+                "pass max_requests_per_second or rate_controller, not both (set the ceiling on "
+                "the controller)"
+            )
         self._base_url = str(url)
         self._poll_policy = poll_policy or PollPolicy()
         self._max_response_bytes = max_response_bytes
@@ -127,6 +144,7 @@ class Client:
             session=session,
             trust_env=bool(trust_env),
             max_response_bytes=max_response_bytes,
+            rate=rate_controller,
         )
         self._task_group: anyio.abc.TaskGroup | None = None
 
@@ -150,6 +168,11 @@ class Client:
     def requests_sent(self) -> int:
         """HTTP requests sent so far, retries included."""
         return self._transport.requests_sent
+
+    @property
+    def rate_controller(self) -> RateController:
+        """The controller pacing this client: its counters say how often it was throttled."""
+        return self._transport.rate
 
     @property
     def retries(self) -> int:

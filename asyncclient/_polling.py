@@ -47,6 +47,7 @@ from ._exceptions import (
     AuthenticationError,
     NotFoundError,
     PredevError,
+    RateLimitError,
     WatchTimeoutError,
 )
 from ._harvest import MIN_RUNS as HARVEST_MIN_RUNS
@@ -492,6 +493,12 @@ class Watcher:
                 await self._deliver(watched, error=error)
             return
         except PredevError as error:
+            if isinstance(error, RateLimitError):
+                # The API answered, asking to slow down: a rate limit slows a run (the client's
+                # rate controller paces it), never fails it, and is no sign of an outage.
+                self._answered()
+                self._reschedule(watched, self._now())
+                return
             if not _is_transient(error):
                 self._answered()
                 await self._deliver(watched, error=error)
@@ -794,9 +801,15 @@ class Watcher:
 
 
 def _is_transient(error: PredevError) -> bool:
+    """No answer, or one that says the API is unwell (5xx, 408): it says nothing about the run.
+
+    A 429 is not one: the API answered and only asks the client to slow down.
+    """
     if isinstance(error, APIConnectionError):
         return True
-    return isinstance(error, APIStatusError) and error.status in RETRY_STATUSES
+    return (
+        isinstance(error, APIStatusError) and error.status in RETRY_STATUSES and error.status != 429
+    )
 
 
 def _timer_wait(delay: float) -> float:

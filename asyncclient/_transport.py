@@ -3,9 +3,11 @@
 A request goes out with the key in its ``Authorization`` header and comes back as the body's bytes
 for a 2xx, or as one of our errors. Transient failures (connection errors, timeouts, truncated
 bodies, 408, 429, 500, 502, 503, 504) are retried with exponential backoff and full jitter; a
-``Retry-After`` is honoured up to a cap, and a 429 pauses every request of the client, not just
-the one that saw it. A request that must not happen twice (a submission, which bills) is retried
-only when it provably never left (the connection could not be made) or was refused with a 429.
+``Retry-After`` is honoured up to a cap. Every attempt passes through the client's
+:class:`RateController` (``_ratelimit.py``): it takes a token before it is sent and reports its
+answer after, so a 429 paces and pauses the whole client, not just the request that saw it. A
+request that must not happen twice (a submission, which bills) is retried only when it provably
+never left (the connection could not be made) or was refused with a 429.
 aiohttp's exceptions never leave this module.
 """
 
@@ -37,6 +39,7 @@ from ._exceptions import (
     ResponseDecodeError,
     _status_error_class,
 )
+from ._ratelimit import RateController
 from ._version import __version__
 
 logger = logging.getLogger("asyncclient")
@@ -144,6 +147,7 @@ class Transport:
         trust_env: read proxy settings from the environment (off by default).
         max_response_bytes: bodies larger than this are refused without being read in full.
         sleep: how to wait between attempts (tests pass a faster one).
+        rate: the rate controller every attempt passes through (default: a fresh one).
     """
 
     def __init__(
@@ -157,6 +161,7 @@ class Transport:
         trust_env: bool = False,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+        rate: RateController | None = None,
     ) -> None:
         self._base = str(base_url)
         # Built once: a request's URL is the origin with its path (no parsing per request).
@@ -181,7 +186,7 @@ class Transport:
         # Bodies of a known length up to this are read with aiohttp's read(), as they are.
         self._small_body = min(_SMALL_BODY, max_response_bytes)
         self._sleep = sleep
-        self._resume_at = 0.0
+        self.rate = rate if rate is not None else RateController()
         self._closed = False
         self.budget = (
             RetryBudget(retry.budget, retry.retry_cost) if retry.budget is not None else None
@@ -251,7 +256,8 @@ class Transport:
             ResponseDecodeError: when the body is larger than ``max_response_bytes``.
         """
         attempt = partial(self._send_once, "POST", self._url(path), path, None, json_body)
-        return await self._with_retries("POST", path, attempt, unsent_only=retry_unsent_only)
+        async with self.rate.submission():
+            return await self._with_retries("POST", path, attempt, unsent_only=retry_unsent_only)
 
     @asynccontextmanager
     async def open_stream(
@@ -273,7 +279,8 @@ class Transport:
         seconds = read_timeout if read_timeout is not None else self._timeout.total or 60.0
         timeout = aiohttp.ClientTimeout(total=None, connect=seconds, sock_read=seconds)
         attempt = partial(self._open_once, self._url(path), path, json_body, timeout)
-        response = await self._with_retries("POST", path, attempt, unsent_only=True)
+        async with self.rate.submission():
+            response = await self._with_retries("POST", path, attempt, unsent_only=True)
         chunks = _Chunks(response, path, seconds)
         try:
             yield chunks
@@ -304,9 +311,10 @@ class Transport:
         attempts = 0
         spent = 0
         next_delay: Callable[[], float] | None = None
+        rate = self.rate
         while True:
-            if self._resume_at:
-                await self._wait_for_pause()
+            if not rate.try_acquire():
+                await rate.acquire(method, path)
             retry_after: float | None = None
             error: PredevError
             try:
@@ -317,11 +325,14 @@ class Transport:
                 error = exc
             else:
                 if 200 <= status < 300:
+                    rate.answered()
                     budget = self.budget
                     if budget is not None and budget.tokens < budget.capacity:
                         budget.refund(spent or 1)
                     return result
                 error = self._status_error(status, method, path, headers, body)
+                if not rate.answered(error):
+                    raise error  # a Retry-After longer than the controller's max_pause
                 retryable = status == 429 if unsent_only else status in RETRY_STATUSES
                 if not retryable:
                     raise error
@@ -346,18 +357,8 @@ class Transport:
                 logger.debug(
                     "retrying %s %s in %.3fs (attempt %d): %s", method, path, delay, attempts, error
                 )
-            if isinstance(error, RateLimitError):
-                # One client-wide pause: every request waits, not just this one.
-                self._resume_at = max(self._resume_at, asyncio.get_running_loop().time() + delay)
-            else:
-                await self._sleep(delay)
-
-    async def _wait_for_pause(self) -> None:
-        while True:
-            remaining = self._resume_at - asyncio.get_running_loop().time()
-            if remaining <= 0:
-                return
-            await self._sleep(remaining)
+            if not (isinstance(error, RateLimitError) and rate.pause(error, delay)):
+                await self._sleep(delay)  # else the whole client pauses: the retry waits in acquire
 
     async def _send_once(
         self,

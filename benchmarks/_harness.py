@@ -129,9 +129,15 @@ class Server:
     """
 
     def __init__(
-        self, spec: dict[str, Any] | None = None, *, speed: float = 1.0, seed: int = 0
+        self,
+        spec: dict[str, Any] | None = None,
+        *,
+        speed: float = 1.0,
+        seed: int = 0,
+        args: Sequence[str] = (),
     ) -> None:
         self._spec = spec or {"groups": []}
+        self._args = list(args)
         self._speed = speed
         self._seed = seed
         self._proc: subprocess.Popen[bytes] | None = None
@@ -180,6 +186,7 @@ class Server:
             str(self._seed),
             "--spec",
             "@" + self._spec_file,
+            *self._args,
         ]
 
     def _read_url(self, timeout: float) -> str:
@@ -246,6 +253,10 @@ class Server:
         """How many times each run was got (``GET /browser-agent/{id}``) so far."""
         result: list[int] = self._call("/_counts", {"ids": list(ids)})["counts"]
         return result
+
+    def set_limit(self, rate: float | None, burst: float | None = None) -> None:
+        """Set every key's rate limit now (``None``: none)."""
+        self._call("/_limit", {"rate": rate, "burst": burst})
 
     def create_runs(self, spec: dict[str, Any]) -> list[str]:
         """Create the runs of ``spec`` now; returns their ids."""

@@ -27,7 +27,12 @@ Besides the API, four routes for the harness only:
   (``origin`` and ``speed``, so a client can tell the emulated time);
 * ``GET /_ids``: every run id (``?key=K``: of that key), in creation order;
 * ``POST /_runs``: a spec in the body; its runs are created now; answers ``{"ids": [...]}``;
-* ``POST /_counts``: ``{"ids": [...]}`` in the body; answers how many times each run was got.
+* ``POST /_counts``: ``{"ids": [...]}`` in the body; answers how many times each run was got;
+* ``POST /_limit``: ``{"rate", "burst"}`` (``rate`` null: none) sets every key's rate limit now.
+
+``--rate-limit RPS --burst N --retry-after seconds|ms|none --latency S --jitter S`` put the
+emulator under a rate limit and add latency to every answer (``asyncclient.testing.RateLimits``);
+``/_stats`` then also counts, per key, the requests admitted and those refused with a 429.
 """
 
 from __future__ import annotations
@@ -117,6 +122,8 @@ def add_control_routes(emulator: Emulator, clock: _Clock) -> None:
                 "origin": clock.origin,
                 "speed": clock.speed,
                 "pid": os.getpid(),
+                "admitted": dict(emulator.rate_limits.admitted),
+                "limited": dict(emulator.rate_limits.limited),
             }
         )
 
@@ -132,7 +139,13 @@ def add_control_routes(emulator: Emulator, clock: _Clock) -> None:
         wanted = json.loads(await request.read())["ids"]
         return web.json_response({"counts": [counts[run_id] for run_id in wanted]})
 
+    async def limit(request: web.Request) -> web.Response:
+        body = json.loads(await request.read())
+        emulator.rate_limits.set(body.get("rate"), burst=body.get("burst"))
+        return web.json_response({"ok": True})
+
     router = emulator.app.router
+    router.add_post("/_limit", limit)
     router.add_get("/_stats", stats)
     router.add_get("/_ids", ids)
     router.add_post("/_runs", runs)
@@ -169,6 +182,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--spec", default='{"groups": []}', help="JSON spec, or @file")
     parser.add_argument("--cpu", type=int, default=None, help="pin the server to this CPU")
+    parser.add_argument("--rate-limit", type=float, default=None, help="requests/s per key")
+    parser.add_argument("--burst", type=float, default=None, help="the rate limit's burst")
+    parser.add_argument("--retry-after", choices=("seconds", "ms", "none"), default="seconds")
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds added to answers")
+    parser.add_argument("--jitter", type=float, default=0.0, help="random extra latency")
     args = parser.parse_args(argv)
     if args.cpu is not None and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {args.cpu})
@@ -184,6 +202,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     emulator.list_rows = spec.get("list_rows", "summary")
     create_runs(emulator, spec, clock())
     print(f"created runs in {time.perf_counter() - started:.2f}s", file=sys.stderr, flush=True)
+    if args.rate_limit is not None:
+        emulator.rate_limits.set(args.rate_limit, burst=args.burst)
+    emulator.rate_limits.retry_after = args.retry_after
+    emulator.rate_limits.set_latency(args.latency, jitter=args.jitter)
     add_control_routes(emulator, clock)
     asyncio.run(_serve(emulator, args.host, args.port))
     return 0

@@ -36,6 +36,7 @@ SCENARIOS = {
     "pages": "bench_pages.py",
     "harvest": "bench_harvest.py",
     "request": "bench_request.py",
+    "ratelimit": "bench_ratelimit.py",
 }
 
 

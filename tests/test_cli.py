@@ -217,6 +217,28 @@ async def test_watch_writes_a_line_per_run_and_exits_0_when_all_completed(
         assert line["run"] == json.loads(expected)
 
 
+async def test_watch_keeps_under_max_requests_per_second(
+    server: EmulatorServer, emulator: Emulator, clock: ManualClock, tmp_path: Path
+) -> None:
+    """``--max-requests-per-second`` under the key's limit: every run recorded, never a 429."""
+    ids = [emulator.create_run(tasks=[_plan(1.0)]) for _ in range(6)]
+    clock.advance(5.0)
+    emulator.rate_limits.set(20, burst=2)
+    emulator.list_rows = "stub"  # no list page settles a run: each takes its paced GET
+    out = tmp_path / "results.jsonl"
+    result = await _cli(
+        "runs", "watch", *ids, "--out", str(out), "--max-requests-per-second", "8", *FAST,
+        *_api(server),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert sorted(line["runId"] for line in _lines(out)) == sorted(ids)
+    assert emulator.rate_limits.limited[server.api_key] == 0
+    assert emulator.rate_limits.admitted[server.api_key] >= len(ids)
+    bad = await _cli("runs", "watch", ids[0], "--max-requests-per-second", "0", *_api(server))
+    assert bad.returncode == 2
+    assert "--max-requests-per-second" in bad.stderr.decode()
+
+
 async def test_watch_exits_1_when_a_run_failed_or_is_not_found(
     server: EmulatorServer, emulator: Emulator, clock: ManualClock
 ) -> None:

@@ -192,6 +192,7 @@ def test_public_names_are_exactly_the_documented_ones() -> None:
         "Fault",
         "Faults",
         "ManualClock",
+        "RateLimits",
         "RealClock",
         "TaskPlan",
         "serve",

@@ -11,6 +11,7 @@ import dataclasses
 import email.utils
 import gc
 import logging
+import math
 import os
 import pickle
 import random
@@ -39,6 +40,7 @@ from asyncclient import (
     PaymentRequiredError,
     PollPolicy,
     PredevError,
+    RateController,
     RateLimitError,
     ResponseDecodeError,
     RetryPolicy,
@@ -252,7 +254,7 @@ async def test_outage_causes_no_retry_storm(
 
 # -- 429 -------------------------------------------------------------------------------------
 
-_FAR = email.utils.formatdate(time.time() + 3_600, usegmt=True)
+_FAR = email.utils.formatdate(time.time() + 300, usegmt=True)  # under max_pause
 _PAST = email.utils.formatdate(time.time() - 3_600, usegmt=True)
 _CAP = 0.3
 
@@ -340,31 +342,57 @@ async def test_rate_limit_pauses_the_whole_watch(
     assert after >= 10  # and it resumed
 
 
+_ABSURD_429S = [
+    pytest.param(Fault("status", status=429, retry_after="86400"), id="a-day"),
+    pytest.param(Fault("status", status=429, retry_after_ms="86400000"), id="a-day-in-ms"),
+    pytest.param(
+        Fault("status", status=429, retry_after="Fri, 31 Dec 2100 23:59:59 GMT"), id="2100"
+    ),
+]
+
+
 @pytest.mark.parametrize(
-    "fault",
+    ("fault", "max_pause"),
     [
-        pytest.param(Fault("status", status=429, retry_after="86400"), id="a-day"),
-        pytest.param(Fault("status", status=429, retry_after_ms="86400000"), id="a-day-in-ms"),
-        pytest.param(
-            Fault("status", status=429, retry_after="Fri, 31 Dec 2100 23:59:59 GMT"), id="2100"
-        ),
-        pytest.param(Fault("status", status=503, retry_after="1e9"), id="503-1e9"),
+        *(pytest.param(p.values[0], math.inf, id=f"{p.id}-no-max-pause") for p in _ABSURD_429S),
+        pytest.param(Fault("status", status=503, retry_after="1e9"), 600.0, id="503-1e9"),
     ],
 )
 async def test_absurd_retry_after_is_capped(
-    emulator: Emulator, server: EmulatorServer, fault: Fault
+    emulator: Emulator, server: EmulatorServer, fault: Fault, max_pause: float
 ) -> None:
     """``Retry-After: 86400`` waits ``max_retry_after`` (0.1 s here), never a day."""
     run_id = emulator.create_run(durations=[0.0])
     emulator.faults.add(dataclasses.replace(fault, times=1))
     retry = fast_retry(max_retry_after=0.1)
     started = time.monotonic()
-    async with Client(KEY, base_url=server.base_url, retry=retry) as client:
+    rate = RateController(max_pause=max_pause)
+    async with Client(KEY, base_url=server.base_url, retry=retry, rate_controller=rate) as client:
         with anyio.fail_after(3):
             run = await client.get_run(run_id)
     elapsed = time.monotonic() - started
     assert run.id == run_id
     assert 0.1 <= elapsed < 1.0
+
+
+@pytest.mark.parametrize("fault", _ABSURD_429S)
+async def test_retry_after_over_max_pause_fails_calls_without_sending(
+    emulator: Emulator, server: EmulatorServer, fault: Fault
+) -> None:
+    """A Retry-After over ``max_pause`` fails that call and the next at once, sending nothing."""
+    run_id = emulator.create_run(durations=[0.0])
+    emulator.faults.add(dataclasses.replace(fault, times=1))
+    async with Client(KEY, base_url=server.base_url, retry=fast_retry()) as client:
+        with anyio.fail_after(3):
+            with pytest.raises(RateLimitError) as first:
+                await client.get_run(run_id)
+            sent = emulator.faults.requests
+            with pytest.raises(RateLimitError) as second:
+                await client.get_run(run_id)
+    assert emulator.faults.requests == sent == 1
+    assert first.value.retry_after is not None and first.value.retry_after > 600
+    assert second.value.retry_after is not None and second.value.retry_after > 600
+    assert client.rate_controller.throttles["RATE_LIMITED"] == 1
 
 
 async def test_exhausted_rate_limit_reports_the_raw_wait_without_sleeping(

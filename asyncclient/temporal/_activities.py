@@ -163,7 +163,8 @@ class ShardActivities:
     Register ``activities.watch_shard`` with the worker (see :func:`create_worker`).
 
     Args:
-        client: the API client every shard polls through (its session is shared).
+        client: the API client every shard polls through (its session and its rate controller
+            are shared: ``max_requests_per_second`` on it is this worker's share of the key).
         sink: where results go; it must be open while the worker runs.
         policy: the polling policy of each shard's watch (default: the client's).
         worker: this worker's identity, recorded on every row it stores.

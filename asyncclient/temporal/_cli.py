@@ -32,6 +32,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import math
 import signal
 import sys
 import time
@@ -201,6 +202,14 @@ def _worker_parser(prog: str | None) -> argparse.ArgumentParser:
         help="seconds SIGTERM waits for the shards in progress to store what they fetched and "
         "hand over before they are cancelled (30)",
     )
+    work.add_argument(
+        "--max-requests-per-second",
+        type=float,
+        default=None,
+        metavar="RPS",
+        help="this worker's share of the key's rate limit, for all its shards together (none: "
+        "pacing starts at the first 429 and adapts, across workers, without configuration)",
+    )
     work.add_argument("--identity", help="this worker's name in Temporal and the sink (pid@host)")
     work.add_argument(
         "--log-level",
@@ -305,6 +314,9 @@ def worker_main(argv: Sequence[str], *, prog: str | None = None) -> int:
         sink_name(args.sink)
         if args.max_shards < 1:
             raise ValueError(f"--max-shards must be 1 or more, got {args.max_shards}")
+        rps = args.max_requests_per_second
+        if rps is not None and not (rps > 0 and math.isfinite(rps)):
+            raise ValueError(f"--max-requests-per-second must be a positive number, got {rps}")
         if not args.shutdown_grace >= 0:
             raise ValueError(f"--shutdown-grace must be >= 0, got {args.shutdown_grace}")
     except (ValueError, SinkError) as exc:
@@ -315,7 +327,7 @@ def worker_main(argv: Sequence[str], *, prog: str | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        _api_client(args, policy)  # the key and the URL are checked before any connection
+        _api_client(args, policy)  # the key, the URL and the rate are checked before any connection
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_KEY if "key" in str(exc) else EXIT_USAGE
@@ -333,7 +345,14 @@ def _api_client(
     args: argparse.Namespace, policy: PollPolicy, session: aiohttp.ClientSession | None = None
 ) -> Client:
     """The worker's API client (its key from --api-key or PREDEV_API_KEY, never Temporal's)."""
-    return Client(args.api_key, base_url=args.base_url, poll_policy=policy, session=session)
+    # One client, so one rate controller, for every shard this worker watches.
+    return Client(
+        args.api_key,
+        base_url=args.base_url,
+        poll_policy=policy,
+        session=session,
+        max_requests_per_second=args.max_requests_per_second,
+    )
 
 
 def _metrics_runtime(bind: str) -> Runtime:

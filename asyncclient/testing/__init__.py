@@ -27,11 +27,16 @@ same from the shell. Outages come in three forms, now or on a schedule:
 ``emu.faults.outage(120.0, form="refused", start=30.0)`` closes the server's port in 30 s (open
 connections are cut) and reopens it on the same port two minutes later; ``form="blackhole"``
 accepts connections and never answers; ``--outage refused:30:120`` does it from the shell.
+
+A rate limit per key and latency on every answer: ``emu.rate_limits.set(200, burst=20)`` and
+``emu.rate_limits.set_latency(0.010)`` (see :class:`RateLimits`), or
+``--rate-limit 200 --burst 20 --latency 10ms``.
 """
 
 from ._clock import Clock, ManualClock, RealClock
 from ._emulator import Emulator
 from ._faults import Fault, Faults
+from ._ratelimit import RateLimits
 from ._server import EmulatorServer, serve
 from ._state import TaskPlan
 
@@ -42,6 +47,7 @@ __all__ = [
     "Fault",
     "Faults",
     "ManualClock",
+    "RateLimits",
     "RealClock",
     "TaskPlan",
     "serve",

@@ -4,6 +4,7 @@ Usage::
 
     python -m asyncclient.testing --port 8765 --api-key demo-key --runs 100 [--speed 10]
         [--faults "503:0.2,reset:0.05,429=1:0.01"] [--outage refused:30:120 ...]
+        [--rate-limit 200 --burst 20 --retry-after seconds|ms|none] [--latency 10ms --jitter 2ms]
 
 It prints its base URL on one line, then serves until interrupted (Ctrl-C or SIGTERM). The
 first key also gets the API documentation's example run ``65f8a9d2c1e4b5a6f7e8d9c0``, answered
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import math
 import signal
 import sys
 from collections.abc import Sequence
@@ -115,7 +117,55 @@ def _parser() -> argparse.ArgumentParser:
         metavar="FORM:START:SECONDS",
         help="take the API down on a schedule, e.g. refused:30:120 (syntax below)",
     )
+    parser.add_argument(
+        "--rate-limit",
+        type=_rate,
+        metavar="RPS",
+        help="requests per second per key; more are answered 429 RATE_LIMITED (no limit)",
+    )
+    parser.add_argument(
+        "--burst", type=_rate, metavar="N", help="requests a key may send at once (RPS/10)"
+    )
+    parser.add_argument(
+        "--retry-after",
+        choices=("seconds", "ms", "none"),
+        default="seconds",
+        help="how a 429 says when to retry: Retry-After seconds, retry-after-ms, or not (seconds)",
+    )
+    parser.add_argument(
+        "--latency", type=_duration, default=0.0, metavar="T", help="added to every answer (0)"
+    )
+    parser.add_argument(
+        "--jitter", type=_duration, default=0.0, metavar="T", help="random extra latency (0)"
+    )
     return parser
+
+
+def _rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
+    return value
+
+
+def _duration(text: str) -> float:
+    """``10ms``, ``0.5s`` or ``0.5`` (seconds)."""
+    raw = text.strip().lower()
+    scale = 1.0
+    if raw.endswith("ms"):
+        raw, scale = raw[:-2], 0.001
+    elif raw.endswith("s"):
+        raw = raw[:-1]
+    try:
+        value = float(raw) * scale
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a duration (10ms, 0.5s): {text!r}") from None
+    if not (value >= 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text!r}")
+    return value
 
 
 async def _serve_forever(emulator: Emulator, host: str, port: int) -> None:
@@ -164,6 +214,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     for form, status, start, seconds in args.outage:
         # START counts from now: the server listens a moment later.
         emulator.faults.outage(seconds, status, form=form, start=start)
+    if args.burst is not None and args.rate_limit is None:
+        _parser().error("--burst needs --rate-limit")
+    if args.rate_limit is not None:
+        try:
+            emulator.rate_limits.set(args.rate_limit, burst=args.burst)
+        except ValueError as exc:
+            _parser().error(f"--burst: {exc}")
+    emulator.rate_limits.retry_after = args.retry_after
+    emulator.rate_limits.set_latency(args.latency, jitter=args.jitter)
     # asyncio.run turns Ctrl-C into cancelling the server task, which stops the server
     # cleanly, and then re-raises KeyboardInterrupt here.
     with contextlib.suppress(KeyboardInterrupt):

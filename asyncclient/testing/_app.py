@@ -130,8 +130,11 @@ def build_app(emulator: Emulator) -> web.Application:
         emulator.request_count += 1
         return _error(404, "Not found")
 
-    # Faults (none unless a test or --faults adds some) act in front of every route.
-    app = web.Application(middlewares=[emulator.faults._middleware])
+    # Latency and rate limits, then faults (none unless a test or the command line sets some),
+    # act in front of every route.
+    app = web.Application(
+        middlewares=[emulator.rate_limits._middleware, emulator.faults._middleware]
+    )
     add_submit_routes(app, emulator)  # first: the v1 submit path is also the v1 list path
     for path in GET_PATHS:
         app.router.add_route("*", path, get_run)

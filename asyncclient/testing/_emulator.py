@@ -16,6 +16,7 @@ from ._app import build_app
 from ._clock import Clock, RealClock
 from ._examples import EXAMPLE_RUN_ID, example_bodies
 from ._faults import Faults
+from ._ratelimit import RateLimits
 from ._samples import RUN_FAILURES, sample_data, sample_status, sample_task
 from ._state import RunState, TaskPlan
 from ._submit import MAX_BATCH, QUEUE_CAP, Account
@@ -100,6 +101,9 @@ class Emulator:
             reading of the page's field table): task 0 as a ``{url, instruction}`` stub and
             ``null`` for the others, even once finished. A processing run is a stub and
             ``null`` entries either way.
+        rate_limits: Per-key rate limits (429 ``RATE_LIMITED`` with ``Retry-After``) and a
+            latency added to every answer, in front of the faults (none until set); see
+            :class:`RateLimits`.
     """
 
     def __init__(
@@ -130,6 +134,7 @@ class Emulator:
         self.requests_by_route: Counter[str] = Counter()
         self.before_request: Callable[[str, web.Request], None] | None = None
         self.faults = Faults(seed)
+        self.rate_limits = RateLimits(self._authorize, seed=seed)
         self.plan_task: Callable[[int, Mapping[str, Any]], float | TaskPlan] | None = None
         self.queue_cap = QUEUE_CAP
         self.max_batch = MAX_BATCH

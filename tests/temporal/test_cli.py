@@ -97,6 +97,8 @@ def test_watch_without_temporal_says_it_cannot_reach_it(
         pytest.param(["--poll-max-delay", "0.001"], id="bad-policy"),
         pytest.param(["--max-shards", "0"], id="no-shards"),
         pytest.param(["--shutdown-grace", "-1"], id="negative-grace"),
+        pytest.param(["--max-requests-per-second", "0"], id="no-rate"),
+        pytest.param(["--max-requests-per-second", "nan"], id="nan-rate"),
     ],
 )
 def test_worker_refuses_bad_options(extra: list[str]) -> None:
