@@ -44,7 +44,7 @@ from collections.abc import Awaitable, Callable, Iterable
 
 import anyio
 
-from ._config import LIST_PAGE_MAX
+from ._constants import LIST_PAGE_MAX
 from ._exceptions import PredevError
 from ._models import Run
 from ._pagination import FetchPage, _Walk

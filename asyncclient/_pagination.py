@@ -26,10 +26,10 @@ from typing import Any
 
 import anyio
 
-from ._config import LIST_PAGE_MAX, validate_status_filter
-from ._config import _check_int as check_int
+from ._constants import LIST_PAGE_MAX
 from ._exceptions import WalkStalledError
 from ._models import Run, RunPage
+from ._validation import check_int, validate_status_filter
 
 __all__ = ["RunIterator"]
 
@@ -217,9 +217,9 @@ class RunIterator:
     ) -> None:
         self._prefetch: _Prefetch | None = None
         self._status = validate_status_filter(status)
-        check_int("page_size", page_size, minimum=2, maximum=LIST_PAGE_MAX)
+        check_int("page_size", page_size, ge=2, le=LIST_PAGE_MAX)
         if limit is not None:
-            check_int("limit", limit, minimum=0)
+            check_int("limit", limit, ge=0)
         self._walk = _Walk(fetch_page, status=self._status, page_size=page_size)
         self._remaining = limit
         self._start_soon = start_soon

@@ -39,7 +39,8 @@ import anyio.lowlevel
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ._concurrency import close_task_group
-from ._config import LIST_PAGE_MAX, RETRY_STATUSES, PollPolicy, validate_run_id
+from ._config import PollPolicy
+from ._constants import LIST_PAGE_MAX, RETRY_STATUSES
 from ._exceptions import (
     APIConnectionError,
     APIStatusError,
@@ -54,6 +55,7 @@ from ._harvest import Harvest
 from ._models import Run
 from ._outage import OutageTracker
 from ._pagination import FetchPage, _Walk
+from ._validation import validate_run_id
 
 __all__ = ["RunUpdate", "Watcher"]
 
