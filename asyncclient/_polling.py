@@ -54,7 +54,7 @@ from ._harvest import MIN_RUNS as HARVEST_MIN_RUNS
 from ._harvest import Harvest
 from ._models import Run
 from ._outage import OutageTracker
-from ._pagination import FetchPage, _Walk
+from ._pagination import FetchPage, Walk
 from ._validation import validate_run_id
 
 __all__ = ["RunUpdate", "Watcher"]
@@ -629,7 +629,7 @@ class Watcher:
     async def _scan(self, started: float) -> None:
         """Read every processing run; runs seen need no GET, runs missing get a confirming one."""
         assert self._fetch_page is not None
-        walk = _Walk(self._fetch_page, status="processing", page_size=LIST_PAGE_MAX)
+        walk = Walk(self._fetch_page, status="processing", page_size=LIST_PAGE_MAX)
         seen: dict[str, Run] = {}
         active = self._active
         try:
