@@ -1,46 +1,68 @@
-"""Options, defaults and argument checks: routes, retry and polling policies, frozen.
+"""Options and their defaults: routes, retry and polling policies, frozen.
 
-Everything a caller passes is checked here, before any request leaves, and refused with a
-``ValueError`` that names the problem (never echoing the API key).
+Every field is checked through ``_validation`` when a policy is built, and refused with a
+``ValueError`` that names the field, before any request leaves.
 """
 
 from __future__ import annotations
 
-import enum
-import ipaddress
-import itertools
-import math
+import functools
 import random
-import re
+import typing
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 import backoff
-from yarl import URL
+
+# Moved to _constants and _validation; re-exported while callers (_client, _transport, _cli,
+# temporal) move their imports there. Nothing new should import these from here.
+from ._constants import API_KEY_ENV as API_KEY_ENV
+from ._constants import BASE_URL_ENV as BASE_URL_ENV
+from ._constants import DEFAULT_BASE_URL as DEFAULT_BASE_URL
+from ._constants import LIST_PAGE_MAX as LIST_PAGE_MAX
+from ._constants import QUEUE_STATUS_PATH as QUEUE_STATUS_PATH
+from ._constants import RETRY_STATUSES as RETRY_STATUSES
+from ._validation import RUN_STATUS_FILTERS as RUN_STATUS_FILTERS
+from ._validation import check_int, check_number, check_seconds
+from ._validation import is_loopback_host as is_loopback_host
+from ._validation import validate_api_key as validate_api_key
+from ._validation import validate_base_url as validate_base_url
+from ._validation import validate_limit as validate_limit
+from ._validation import validate_run_id as validate_run_id
+from ._validation import validate_skip as validate_skip
+from ._validation import validate_status_filter as validate_status_filter
 
 __all__ = [
     "DEFAULT_BASE_URL",
     "LIST_PAGE_MAX",
+    "POLL_STRATEGIES",
     "PollPolicy",
+    "PollStrategy",
     "RetryPolicy",
+    "RouteStyle",
     "Routes",
+    "exponential_schedule",
 ]
 
-DEFAULT_BASE_URL = "https://api.pre.dev"
-API_KEY_ENV = "PREDEV_API_KEY"
-BASE_URL_ENV = "PREDEV_BASE_URL"
-LIST_PAGE_MAX = 100
-"""The largest page the list endpoint serves."""
-QUEUE_STATUS_PATH = "/browser-agent-status"
-"""The queue snapshot: the only documented path, for both route styles."""
-
-RUN_STATUS_FILTERS = ("processing", "completed")
-RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
-"""Statuses worth another try: the server or something in between had a passing problem."""
 RouteStyle = Literal["legacy", "v1"]
+PollStrategy = Literal["auto", "per-run", "list"]
+POLL_STRATEGIES: tuple[PollStrategy, ...] = typing.get_args(PollStrategy)
 
-_RUN_ID = re.compile(r"[0-9a-fA-F]{24}")
+_SCHEDULE_STEPS = 256
+"""The most growing steps a schedule takes before it jumps to its cap (a multiplier near 1)."""
+
+
+def _check_number(name: str, value: object, *, minimum: float, allow_zero: bool = False) -> float:
+    """The old spelling of :func:`check_number`, kept while ``_client.py`` moves off it."""
+    if minimum == 0 and not allow_zero:
+        return check_number(name, value, gt=0)
+    return check_number(name, value, ge=minimum)
+
+
+def _check_int(name: str, value: object, *, minimum: int, maximum: int | None = None) -> int:
+    """The old spelling of :func:`check_int`, kept while ``_client.py`` moves off it."""
+    return check_int(name, value, ge=minimum, le=maximum)
 
 
 @dataclass(frozen=True)
@@ -53,7 +75,7 @@ class Routes:
         list_path: the list endpoint's path.
     """
 
-    style: str
+    style: RouteStyle
     run_prefix: str
     list_path: str
 
@@ -76,49 +98,22 @@ class Routes:
         return self.run_prefix.rstrip("/")
 
 
-def _check_number(name: str, value: object, *, minimum: float, allow_zero: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{name} must be a number, got {type(value).__name__}")
-    try:
-        number = float(value)
-    except OverflowError:
-        raise ValueError(f"{name} is too large, got {value!r}") from None
-    if not math.isfinite(number):
-        raise ValueError(f"{name} must be finite, got {value!r}")
-    if number < minimum or (number == minimum and not allow_zero and minimum == 0):
-        bound = f">= {minimum}" if allow_zero or minimum != 0 else "> 0"
-        raise ValueError(f"{name} must be {bound}, got {value!r}")
-    return number
-
-
-def _check_int(name: str, value: object, *, minimum: int, maximum: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{name} must be an integer, got {type(value).__name__}")
-    if value < minimum or (maximum is not None and value > maximum):
-        upper = f"..{maximum}" if maximum is not None else " or more"
-        raise ValueError(f"{name} must be in {minimum}{upper}, got {value!r}")
-    return value
-
-
-def _check_optional_positive(name: str, value: float | None) -> None:
-    if value is not None:
-        _check_number(name, value, minimum=0)
-
-
 def exponential_schedule(initial: float, multiplier: float, cap: float) -> tuple[float, ...]:
     """The nominal delays ``initial, initial*multiplier, ...`` up to and ending at ``cap``.
 
-    Built from backoff's ``expo`` wait generator; the last value repeats forever.
+    Each delay is ``min(cap, initial * multiplier**n)``; the last one repeats forever. Growth too
+    slow to reach ``cap`` in :data:`_SCHEDULE_STEPS` steps jumps to it.
     """
-    waits = backoff.expo(base=multiplier, factor=initial, max_value=cap)
-    next(waits)  # backoff's generators are primed with one send(None)
     schedule: list[float] = []
-    for wait in itertools.islice(waits, 256):
-        schedule.append(float(wait))
-        if wait >= cap:
+    for step in range(_SCHEDULE_STEPS):
+        try:
+            delay = float(initial) * float(multiplier) ** step
+        except OverflowError:
+            delay = cap
+        if delay >= cap:
             break
-    else:
-        schedule.append(float(cap))  # growth too slow to get there in 256 steps: jump to it
+        schedule.append(delay)
+    schedule.append(float(cap))
     return tuple(schedule)
 
 
@@ -153,14 +148,14 @@ class RetryPolicy:
     retry_cost: int = 5
 
     def __post_init__(self) -> None:
-        _check_int("max_retries", self.max_retries, minimum=0, maximum=100)
-        _check_number("initial_delay", self.initial_delay, minimum=0, allow_zero=True)
-        _check_number("multiplier", self.multiplier, minimum=1.0, allow_zero=True)
-        _check_number("max_delay", self.max_delay, minimum=0, allow_zero=True)
-        _check_number("max_retry_after", self.max_retry_after, minimum=0, allow_zero=True)
+        check_int("max_retries", self.max_retries, ge=0, le=100)
+        check_number("initial_delay", self.initial_delay, ge=0)
+        check_number("multiplier", self.multiplier, ge=1.0)
+        check_number("max_delay", self.max_delay, ge=0)
+        check_number("max_retry_after", self.max_retry_after, ge=0)
         if self.budget is not None:
-            _check_int("budget", self.budget, minimum=0)
-        _check_int("retry_cost", self.retry_cost, minimum=0)
+            check_int("budget", self.budget, ge=0)
+        check_int("retry_cost", self.retry_cost, ge=0)
         if self.max_delay < self.initial_delay:
             raise ValueError("max_delay must be >= initial_delay")
 
@@ -175,10 +170,6 @@ class RetryPolicy:
             return float(backoff.full_jitter(next(waits)))
 
         return next_delay
-
-
-PollStrategy = Literal["auto", "per-run", "list"]
-POLL_STRATEGIES = ("auto", "per-run", "list")
 
 
 @dataclass(frozen=True)
@@ -232,133 +223,36 @@ class PollPolicy:
     max_failed_polls: int = 5
     strategy: PollStrategy = "auto"
     max_outage: float | None = None
-    _schedule: tuple[float, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        _check_number("initial_delay", self.initial_delay, minimum=0)
-        _check_number("multiplier", self.multiplier, minimum=1.0, allow_zero=True)
-        _check_number("max_delay", self.max_delay, minimum=0)
-        _check_number("jitter", self.jitter, minimum=0, allow_zero=True)
+        check_number("initial_delay", self.initial_delay, gt=0)
+        check_number("multiplier", self.multiplier, ge=1.0)
+        check_number("max_delay", self.max_delay, gt=0)
+        check_number("jitter", self.jitter, ge=0)
         if self.jitter >= 1:
             raise ValueError(f"jitter must be in [0, 1), got {self.jitter!r}")
         if self.max_delay < self.initial_delay:
             raise ValueError("max_delay must be >= initial_delay")
-        _check_int("max_in_flight", self.max_in_flight, minimum=1, maximum=10_000)
-        _check_optional_positive("run_timeout", self.run_timeout)
-        _check_optional_positive("timeout", self.timeout)
-        _check_optional_positive("max_outage", self.max_outage)
-        _check_number("not_found_grace", self.not_found_grace, minimum=0, allow_zero=True)
-        _check_int("buffer_size", self.buffer_size, minimum=1, maximum=1_000_000)
-        _check_int("max_failed_polls", self.max_failed_polls, minimum=1, maximum=1_000_000)
+        check_int("max_in_flight", self.max_in_flight, ge=1, le=10_000)
+        check_seconds("run_timeout", self.run_timeout, optional=True)
+        check_seconds("timeout", self.timeout, optional=True)
+        check_seconds("max_outage", self.max_outage, optional=True)
+        check_number("not_found_grace", self.not_found_grace, ge=0)
+        check_int("buffer_size", self.buffer_size, ge=1, le=1_000_000)
+        check_int("max_failed_polls", self.max_failed_polls, ge=1, le=1_000_000)
         if self.strategy not in POLL_STRATEGIES:
             raise ValueError(
                 f"strategy must be one of {', '.join(POLL_STRATEGIES)}, got {self.strategy!r}"
             )
-        object.__setattr__(
-            self,
-            "_schedule",
-            exponential_schedule(self.initial_delay, self.multiplier, self.max_delay),
-        )
 
-    @property
+    @functools.cached_property
     def schedule(self) -> tuple[float, ...]:
         """The nominal delays before jitter; the last one repeats forever."""
-        return self._schedule
+        # cached_property writes the instance __dict__ directly, so it works on a frozen class.
+        return exponential_schedule(self.initial_delay, self.multiplier, self.max_delay)
 
     def delay(self, attempt: int, rand: Callable[[], float] = random.random) -> float:
         """The jittered delay after poll number ``attempt`` (0-based) found the run processing."""
-        schedule = self._schedule
+        schedule = self.schedule
         nominal = schedule[attempt] if attempt < len(schedule) else schedule[-1]
         return nominal * (1.0 - self.jitter * rand())
-
-
-def validate_run_id(run_id: object) -> str:
-    """Return ``run_id`` if it is exactly 24 hexadecimal ASCII characters, else ``ValueError``."""
-    if not isinstance(run_id, str):
-        raise ValueError(f"run_id must be a str, got {type(run_id).__name__}")
-    if not _RUN_ID.fullmatch(run_id):
-        shown = run_id if len(run_id) <= 64 else run_id[:64] + "..."
-        raise ValueError(f"run_id must be 24 hexadecimal characters, got {shown!r}")
-    return run_id
-
-
-def validate_limit(limit: object) -> int:
-    """A page size in 1..100."""
-    return _check_int("limit", limit, minimum=1, maximum=LIST_PAGE_MAX)
-
-
-def validate_skip(skip: object) -> int:
-    """An offset of 0 or more."""
-    return _check_int("skip", skip, minimum=0)
-
-
-def validate_status_filter(status: object) -> str | None:
-    """``None``, ``"processing"`` or ``"completed"`` (the API has no ``failed`` filter)."""
-    if status is None:
-        return None
-    value = status.value if isinstance(status, enum.Enum) else status
-    if value not in RUN_STATUS_FILTERS:
-        raise ValueError(
-            f"status must be None, 'processing' or 'completed' (the API cannot filter on "
-            f"'failed'), got {status!r}"
-        )
-    return str(value)
-
-
-def validate_api_key(api_key: object) -> str:
-    """A non-empty key without whitespace or control characters. The message never shows it."""
-    if not isinstance(api_key, str):
-        raise ValueError(f"api_key must be a str, got {type(api_key).__name__}")
-    if not api_key:
-        raise ValueError("api_key is empty")
-    if any(ch.isspace() or not ch.isprintable() for ch in api_key):
-        raise ValueError("api_key contains whitespace or control characters")
-    if not api_key.isascii():
-        raise ValueError("api_key contains non-ASCII characters")
-    return api_key
-
-
-def is_loopback_host(host: str) -> bool:
-    """True for ``localhost``, ``127.0.0.0/8`` and ``::1`` (exactly; not ``localhost.evil.com``).
-
-    An IPv4-mapped IPv6 address (``::ffff:127.0.0.1``) is judged by its IPv4 address, so the
-    answer is the same on every Python (3.13 changed ``is_loopback`` for those addresses).
-    """
-    if host.lower() in ("localhost", "localhost."):
-        return True
-    try:
-        address = ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped.is_loopback
-    return address.is_loopback
-
-
-def validate_base_url(base_url: object) -> URL:
-    """An ``https://`` origin, or ``http://`` to a loopback host.
-
-    No credentials, query or fragment; a trailing slash is dropped.
-    """
-    if not isinstance(base_url, str):
-        raise ValueError(f"base_url must be a str, got {type(base_url).__name__}")
-    if not base_url or any(ch.isspace() or not ch.isprintable() for ch in base_url):
-        raise ValueError("base_url is empty or contains whitespace or control characters")
-    try:
-        url = URL(base_url)
-    except (ValueError, TypeError) as exc:
-        raise ValueError(f"base_url is not a valid URL: {exc}") from None
-    if url.scheme not in ("http", "https"):
-        raise ValueError(f"base_url must start with https:// (got scheme {url.scheme!r})")
-    if not url.host:
-        raise ValueError("base_url has no host")
-    if url.user is not None or url.password is not None or "@" in (url.raw_authority or ""):
-        raise ValueError("base_url must not contain credentials (user-info)")
-    if url.query_string or url.fragment:
-        raise ValueError("base_url must not have a query or a fragment")
-    if url.scheme == "http" and not is_loopback_host(url.host):
-        raise ValueError(
-            "base_url uses plain http:// to a non-loopback host; the API key is only sent over "
-            "https:// (or http:// to localhost, 127.0.0.0/8, ::1)"
-        )
-    return url.with_path(url.path.rstrip("/"))

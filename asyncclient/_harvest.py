@@ -44,10 +44,10 @@ from collections.abc import Awaitable, Callable, Iterable
 
 import anyio
 
-from ._config import LIST_PAGE_MAX
+from ._constants import LIST_PAGE_MAX
 from ._exceptions import PredevError
 from ._models import Run
-from ._pagination import FetchPage, _Walk
+from ._pagination import FetchPage, Walk
 
 __all__ = ["Harvest", "id_time", "is_complete"]
 
@@ -107,7 +107,7 @@ class _Stretch:
 
     __slots__ = ("end", "first", "last", "next", "ready", "stopped", "walk")
 
-    def __init__(self, walk: _Walk, end: int) -> None:
+    def __init__(self, walk: Walk, end: int) -> None:
         self.walk = walk
         self.end = end  # the estimated offset where it stops
         self.last: list[Run] = []  # the rows of its last page
@@ -204,7 +204,7 @@ class Harvest:
 
     # -- reading ----------------------------------------------------------------------------
 
-    async def _read(self, walk: _Walk) -> list[Run]:
+    async def _read(self, walk: Walk) -> list[Run]:
         """The next batch of a walk, cut at the deadline."""
         self.requests += 1
         before = walk.requests
@@ -292,7 +292,7 @@ class Harvest:
         if len(self._pending) < MIN_RUNS:
             return
         size = self._page_size
-        head = _Walk(self._fetch_page, status=None, page_size=size)
+        head = Walk(self._fetch_page, status=None, page_size=size)
         first = await self._read(head)
         self.total = total = head.total or 0
         await self._absorb(first)
@@ -391,7 +391,7 @@ class Harvest:
         return min(offsets, default=total)
 
     async def _walk(
-        self, head: _Walk | None, start: int, end: int, *, below: _Stretch | None = None
+        self, head: Walk | None, start: int, end: int, *, below: _Stretch | None = None
     ) -> None:
         """Walk ``[start, end)`` (the estimate) as a few stretches read side by side.
 
@@ -407,7 +407,7 @@ class Harvest:
             if index == 0 and head is not None:
                 walk = head
             else:
-                walk = _Walk(self._fetch_page, status=None, page_size=size, start=begin)
+                walk = Walk(self._fetch_page, status=None, page_size=size, start=begin)
             stretch = _Stretch(walk, min(end, begin + length))
             if index == 0 and head is not None:
                 stretch.ready.set()  # its first page is the one already read

@@ -71,7 +71,9 @@ class EventType(str, enum.Enum):
     ERROR = "error"
 
 
-_TERMINAL_RUN_STATUSES = frozenset({"completed", "failed"})
+# .value, not the members: a str-mixin member does not hash as its string on every Python.
+_TERMINAL_RUN_STATUSES = frozenset({RunStatus.COMPLETED.value, RunStatus.FAILED.value})
+_UNFAILED_TASK_STATUSES = frozenset({TaskStatus.SUCCESS.value, TaskStatus.PENDING.value})
 _EMPTY_RAW = msgspec.Raw(b"null")
 
 
@@ -117,7 +119,7 @@ class TaskResult(msgspec.Struct, rename="camel", gc=False):
     url: str = ""
     instruction: str = ""
     input: dict[str, str] = msgspec.field(default_factory=dict)
-    status: str = "PENDING"
+    status: str = TaskStatus.PENDING.value
     data: Any = None
     credits_used: float = 0.0
     duration_ms: int | None = None
@@ -127,17 +129,17 @@ class TaskResult(msgspec.Struct, rename="camel", gc=False):
     @property
     def is_pending(self) -> bool:
         """True while the task has no result yet (a ``PENDING`` stub)."""
-        return self.status == "PENDING"
+        return self.status == TaskStatus.PENDING
 
     @property
     def succeeded(self) -> bool:
         """True when the task finished with ``SUCCESS``."""
-        return self.status == "SUCCESS"
+        return self.status == TaskStatus.SUCCESS
 
     @property
     def failed(self) -> bool:
         """True when the task finished with any status other than ``SUCCESS``."""
-        return self.status not in ("SUCCESS", "PENDING")
+        return self.status not in _UNFAILED_TASK_STATUSES
 
 
 class Run(msgspec.Struct, rename="camel", gc=False):
@@ -166,7 +168,7 @@ class Run(msgspec.Struct, rename="camel", gc=False):
     completed: int = 0
     results: list[TaskResult | None] = msgspec.field(default_factory=list)
     total_credits_used: float = 0.0
-    status: str = "processing"
+    status: str = RunStatus.PROCESSING.value
     created_at: datetime | None = None
     completed_at: datetime | None = None
     live_events: list[list[RunnerEvent]] | None = None

@@ -26,12 +26,12 @@ from typing import Any
 
 import anyio
 
-from ._config import LIST_PAGE_MAX, validate_status_filter
-from ._config import _check_int as check_int
+from ._constants import LIST_PAGE_MAX
 from ._exceptions import WalkStalledError
 from ._models import Run, RunPage
+from ._validation import check_int, validate_status_filter
 
-__all__ = ["RunIterator"]
+__all__ = ["FetchPage", "RunIterator", "Walk"]
 
 FetchPage = Callable[[int, int, "str | None"], Awaitable[RunPage]]
 """``fetch_page(limit, skip, status) -> RunPage``."""
@@ -45,8 +45,11 @@ def _created(run: Run) -> float:
     return created.timestamp() if created is not None else _MIN_TIME
 
 
-class _Walk:
-    """The anchor-following page walk; one batch of never-seen runs per call."""
+class Walk:
+    """The anchor-following page walk; one batch of never-seen runs per call.
+
+    Used by :class:`RunIterator`, and by the poller and the harvest for their list scans.
+    """
 
     # Re-reads in a row that may find nothing new before the walk gives up.
     MAX_STALLED_REQUESTS = 50
@@ -176,7 +179,7 @@ class _Prefetch:
         self.result: list[Run] | None = None
         self.error: Exception | None = None
 
-    async def run(self, walk: _Walk) -> None:
+    async def run(self, walk: Walk) -> None:
         with anyio.CancelScope() as scope:
             self.scope = scope
             if self.abandoned:
@@ -217,10 +220,10 @@ class RunIterator:
     ) -> None:
         self._prefetch: _Prefetch | None = None
         self._status = validate_status_filter(status)
-        check_int("page_size", page_size, minimum=2, maximum=LIST_PAGE_MAX)
+        check_int("page_size", page_size, ge=2, le=LIST_PAGE_MAX)
         if limit is not None:
-            check_int("limit", limit, minimum=0)
-        self._walk = _Walk(fetch_page, status=self._status, page_size=page_size)
+            check_int("limit", limit, ge=0)
+        self._walk = Walk(fetch_page, status=self._status, page_size=page_size)
         self._remaining = limit
         self._start_soon = start_soon
         self._buffer: list[Run] = []

@@ -39,7 +39,8 @@ import anyio.lowlevel
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ._concurrency import close_task_group
-from ._config import LIST_PAGE_MAX, RETRY_STATUSES, PollPolicy, validate_run_id
+from ._config import PollPolicy
+from ._constants import LIST_PAGE_MAX, RETRY_STATUSES
 from ._exceptions import (
     APIConnectionError,
     APIStatusError,
@@ -54,7 +55,8 @@ from ._harvest import MIN_RUNS as HARVEST_MIN_RUNS
 from ._harvest import Harvest
 from ._models import Run
 from ._outage import OutageTracker
-from ._pagination import FetchPage, _Walk
+from ._pagination import FetchPage, Walk
+from ._validation import validate_run_id
 
 __all__ = ["RunUpdate", "Watcher"]
 
@@ -636,7 +638,7 @@ class Watcher:
     async def _scan(self, started: float) -> None:
         """Read every processing run; runs seen need no GET, runs missing get a confirming one."""
         assert self._fetch_page is not None
-        walk = _Walk(self._fetch_page, status="processing", page_size=LIST_PAGE_MAX)
+        walk = Walk(self._fetch_page, status="processing", page_size=LIST_PAGE_MAX)
         seen: dict[str, Run] = {}
         active = self._active
         try:

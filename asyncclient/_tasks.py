@@ -13,7 +13,7 @@ from typing import Any
 import msgspec
 from yarl import URL
 
-from ._config import _check_int
+from ._validation import check_int, check_printable
 
 __all__ = ["MAX_CONCURRENCY", "TaskSpec", "encode_submit", "validate_concurrency", "validate_tasks"]
 
@@ -54,7 +54,7 @@ def validate_concurrency(concurrency: object) -> int | None:
     """``None`` (the API's default) or an ``int`` in 1..20."""
     if concurrency is None:
         return None
-    return _check_int("concurrency", concurrency, minimum=1, maximum=MAX_CONCURRENCY)
+    return check_int("concurrency", concurrency, ge=1, le=MAX_CONCURRENCY)
 
 
 def validate_tasks(tasks: Iterable[TaskSpec | Mapping[str, Any]]) -> list[TaskSpec]:
@@ -129,8 +129,7 @@ def _check_url(where: str, url: object) -> None:
     if not url:
         raise ValueError(f"{where}: a task needs a url (got an empty string)")
     shown = url if len(url) <= _URL_SHOWN else url[:_URL_SHOWN] + "..."
-    if any(ch.isspace() or not ch.isprintable() for ch in url):
-        raise ValueError(f"{where}: url contains whitespace or control characters: {shown!r}")
+    check_printable(f"{where}: url", url, shown=repr(shown))
     try:
         parsed = URL(url)
     except (ValueError, TypeError):

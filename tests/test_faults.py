@@ -221,7 +221,6 @@ async def test_stall_answers_late_and_gives_up_when_the_client_does(
     assert server.emulator.request_count == 1
 
     server.emulator.faults.add(Fault("stall", delay=30.0, times=1))
-    started = time.monotonic()
     # aiohttp raises asyncio.TimeoutError, which is the builtin TimeoutError only from 3.11.
     with pytest.raises(asyncio.TimeoutError):
         async with http.get(
@@ -231,7 +230,6 @@ async def test_stall_answers_late_and_gives_up_when_the_client_does(
     # The stalled handler notices the hang-up within a tick and never calls the API.
     await anyio.sleep(0.1)
     assert server.emulator.request_count == 1
-    assert time.monotonic() - started < 5
 
 
 async def test_not_json_is_a_200_that_does_not_parse(

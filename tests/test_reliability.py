@@ -361,18 +361,20 @@ _ABSURD_429S = [
 async def test_absurd_retry_after_is_capped(
     emulator: Emulator, server: EmulatorServer, fault: Fault, max_pause: float
 ) -> None:
-    """``Retry-After: 86400`` waits ``max_retry_after`` (0.1 s here), never a day."""
+    """An absurd ``Retry-After`` in any spelling waits ``max_retry_after``, never a day."""
     run_id = emulator.create_run(durations=[0.0])
     emulator.faults.add(dataclasses.replace(fault, times=1))
     retry = fast_retry(max_retry_after=0.1)
     started = time.monotonic()
     rate = RateController(max_pause=max_pause)
     async with Client(KEY, base_url=server.base_url, retry=retry, rate_controller=rate) as client:
-        with anyio.fail_after(3):
+        # The deadline only tells "capped" from "a day" (or a year); it is not a timing.
+        with anyio.fail_after(30):
             run = await client.get_run(run_id)
-    elapsed = time.monotonic() - started
+        assert client.retries == 1
     assert run.id == run_id
-    assert 0.1 <= elapsed < 1.0
+    # The header was honoured up to the cap: the retry waited at least max_retry_after.
+    assert time.monotonic() - started >= 0.1
 
 
 @pytest.mark.parametrize("fault", _ABSURD_429S)
@@ -393,21 +395,6 @@ async def test_retry_after_over_max_pause_fails_calls_without_sending(
     assert first.value.retry_after is not None and first.value.retry_after > 600
     assert second.value.retry_after is not None and second.value.retry_after > 600
     assert client.rate_controller.throttles["RATE_LIMITED"] == 1
-
-
-async def test_exhausted_rate_limit_reports_the_raw_wait_without_sleeping(
-    emulator: Emulator, server: EmulatorServer
-) -> None:
-    """Without retries left, a 429 is raised at once with the server's Retry-After."""
-    run_id = emulator.create_run(durations=[0.0])
-    emulator.faults.add(Fault("status", status=429, retry_after="86400", code="QUEUE_FULL"))
-    started = time.monotonic()
-    async with Client(KEY, base_url=server.base_url, retry=fast_retry(max_retries=0)) as client:
-        with pytest.raises(RateLimitError) as info:
-            await client.get_run(run_id)
-    assert time.monotonic() - started < 0.5
-    assert info.value.retry_after == 86400
-    assert info.value.code == "QUEUE_FULL"
 
 
 # -- bodies ------------------------------------------------------------------------------------
@@ -462,18 +449,17 @@ async def test_trickling_body_arrives_whole(emulator: Emulator, server: Emulator
     assert emulator.faults.injected["trickle"] == 1
 
 
-async def test_truncated_body_without_retries_is_a_connection_error(
+async def test_truncated_list_page_without_retries_is_a_connection_error(
     emulator: Emulator, server: EmulatorServer
 ) -> None:
-    """Half a body is an APIConnectionError caused by aiohttp's payload error, never decoded."""
-    run_id = emulator.create_run(durations=[0.0])
-    emulator.faults.add(Fault("truncate"))
+    """Half a list page is an APIConnectionError from aiohttp's payload error, never a page."""
+    emulator.create_run(durations=[0.0])
+    emulator.faults.add(Fault("truncate", route="list"))
     async with Client(KEY, base_url=server.base_url, retry=fast_retry(max_retries=0)) as api:
         with pytest.raises(APIConnectionError, match="cut short") as info:
-            await api.get_run(run_id)
-        with pytest.raises(APIConnectionError, match="cut short"):
             await api.list_runs(limit=5)
     assert isinstance(info.value.__cause__, aiohttp.ClientPayloadError)
+    assert emulator.faults.injected["truncate"] == 1
 
 
 async def test_stalled_answer_times_out_and_is_retried(
@@ -484,11 +470,13 @@ async def test_stalled_answer_times_out_and_is_retried(
     emulator.faults.add(Fault("stall", delay=30.0, times=1))
     started = time.monotonic()
     async with Client(KEY, base_url=server.base_url, retry=fast_retry(), timeout=0.15) as api:
-        run = await api.get_run(run_id)
+        # Well short of the 30 s stall: the deadline tells "abandoned" from "waited it out".
+        with anyio.fail_after(15):
+            run = await api.get_run(run_id)
         assert api.retries == 1
-    elapsed = time.monotonic() - started
     assert run.id == run_id
-    assert 0.15 <= elapsed < 1.0
+    # The first attempt was given its whole timeout before it was abandoned.
+    assert time.monotonic() - started >= 0.15
 
 
 @pytest.mark.parametrize("call", [pytest.param("get"), pytest.param("list")])
