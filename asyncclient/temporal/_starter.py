@@ -23,7 +23,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from ._exceptions import BatchAlreadyStartedError
 from ._planner import BatchSpec, plan_batch
-from ._sinks import Sink, sink_name
+from ._sinks import Sink, open_sink, sink_name
 from ._workflows import BatchInput, BatchResult, WatchBatchWorkflow
 
 __all__ = ["DEFAULT_TASK_QUEUE", "StartedBatch", "start_batch"]
@@ -71,8 +71,9 @@ async def start_batch(
         client: a connected Temporal client.
         ids_path: the ids file, one run id per line; every worker must be able to read it at
             the same absolute path.
-        sink: the sink's URL (or the sink) the workers store into; only its name (no password)
-            goes into the workflow.
+        sink: the sink's URL (or the sink) the workers store into; the batch is keyed by the
+            identity its database holds (a URL is opened to read it), so every spelling of one
+            database's URL is one batch; no password goes into the workflow.
         shards: how many shards to cut the batch into.
         task_queue: the task queue the workers listen on.
         include_events: store finished runs with their event timelines.
@@ -94,10 +95,16 @@ async def start_batch(
         BatchAlreadyStartedError: this batch (same ids content, same sink) is running, or
             completed before.
         BatchInputError: the ids file cannot be read, holds a bad line, or no id.
-        SinkError: ``sink`` is not a sink URL this package knows.
+        SinkError: ``sink`` is not a sink URL this package knows, or cannot be opened.
         ValueError: a scheduling argument is out of range.
     """
-    name = sink.name if isinstance(sink, Sink) else sink_name(sink)
+    # A sink is known by the identity its database holds, whatever URL reached it.
+    if isinstance(sink, Sink):
+        name = sink.identity or sink.name
+    else:
+        sink_name(sink)  # a URL this package does not know is refused before any connection
+        async with open_sink(sink) as opened:
+            name = opened.identity or opened.name
     for label, value in (
         ("max_parallel", max_parallel),
         ("shards_per_run", shards_per_run),

@@ -22,6 +22,7 @@ from ._base import (
     StoredResult,
     attempt_record,
     distinct,
+    new_identity,
     utc_now,
 )
 
@@ -50,15 +51,27 @@ CREATE TABLE IF NOT EXISTS predev_attempts (
     resumed_stored INTEGER NOT NULL,
     PRIMARY KEY (batch_id, shard, attempt)
 );
+CREATE TABLE IF NOT EXISTS predev_sink (
+    id TEXT PRIMARY KEY
+);
 """
+_SQLITE_IDENTITY = (
+    "INSERT INTO predev_sink (id) SELECT ? WHERE NOT EXISTS (SELECT 1 FROM predev_sink)"
+)
 _SQLITE_INSERT = (
     "INSERT INTO predev_results "
     "(run_id, status, body, stored_at, batch_id, shard, attempt, worker) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id) DO NOTHING"
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id) DO UPDATE SET "
+    "status = excluded.status, body = excluded.body, stored_at = excluded.stored_at, "
+    "batch_id = excluded.batch_id, shard = excluded.shard, attempt = excluded.attempt, "
+    "worker = excluded.worker "
+    # Only a final answer replaces a watch error; nothing replaces a final answer.
+    "WHERE predev_results.status = 'error' AND excluded.status <> 'error'"
 )
 
 
 _SQLITE_HAS = "SELECT run_id FROM predev_results WHERE run_id IN (SELECT value FROM json_each(?))"
+_SQLITE_FINAL = " AND status <> 'error'"
 
 
 class SQLiteSink(SinkBase):
@@ -79,6 +92,7 @@ class SQLiteSink(SinkBase):
         self._path = str(Path(path).resolve())
         self._timeout = timeout
         self._conn: sqlite3.Connection | None = None
+        self._identity: str | None = None
         self._limiter: anyio.CapacityLimiter | None = None
 
     def __repr__(self) -> str:
@@ -88,6 +102,11 @@ class SQLiteSink(SinkBase):
     def name(self) -> str:
         """``sqlite:///`` and the absolute path of the file."""
         return "sqlite:///" + self._path
+
+    @property
+    def identity(self) -> str | None:
+        """The sink's identity, stored in the database (see :attr:`Sink.identity`)."""
+        return self._identity
 
     @property
     def path(self) -> str:
@@ -122,6 +141,8 @@ class SQLiteSink(SinkBase):
             for statement in _SQLITE_SCHEMA.split(";"):
                 if statement.strip():
                     conn.execute(statement)
+            conn.execute(_SQLITE_IDENTITY, (new_identity(),))
+            self._identity = conn.execute("SELECT id FROM predev_sink").fetchone()[0]
             conn.execute("COMMIT")
         except BaseException:
             conn.close()
@@ -176,19 +197,21 @@ class SQLiteSink(SinkBase):
             raise
         return stored
 
-    async def has(self, run_ids: Iterable[str]) -> set[str]:
-        """Which of ``run_ids`` are stored (see :meth:`Sink.has`)."""
+    async def has(self, run_ids: Iterable[str], *, errors: bool = False) -> set[str]:
+        """Which of ``run_ids`` hold a final answer (or any row, with ``errors``)
+        (see :meth:`Sink.has`)."""
         ids = list(dict.fromkeys(run_ids))
         if not ids:
             return set()
-        return await self._run(self._has, ids)
+        return await self._run(self._has, ids, errors)
 
-    def _has(self, ids: list[str]) -> set[str]:
+    def _has(self, ids: list[str], errors: bool) -> set[str]:
         conn = self._db()
+        query = _SQLITE_HAS if errors else _SQLITE_HAS + _SQLITE_FINAL
         found: set[str] = set()
         for start in range(0, len(ids), CHUNK):
             chunk = msgspec.json.encode(ids[start : start + CHUNK]).decode()
-            found.update(row[0] for row in conn.execute(_SQLITE_HAS, (chunk,)))
+            found.update(row[0] for row in conn.execute(query, (chunk,)))
         return found
 
     async def count(self, *, batch_id: str | None = None) -> int:
