@@ -298,7 +298,11 @@ class ShardActivities:
                 type=SHUTDOWN_ERROR_TYPE,
             )
         try:
-            ids = await anyio.to_thread.run_sync(load_shard, shard)
+            if shard.ids_in_sink:
+                # Only this shard's ids: memory does not grow with the batch, nor a shared file.
+                ids = await self._sink.shard_ids(shard.batch_id, shard.index)
+            else:
+                ids = await anyio.to_thread.run_sync(load_shard, shard)
         except BatchInputError as exc:
             raise ApplicationError(str(exc), type="BatchInputError", non_retryable=True) from exc
         resumed = ShardProgress.from_details(info.heartbeat_details)

@@ -31,6 +31,7 @@ from asyncclient import (
 )
 from asyncclient.temporal import (
     BatchSpec,
+    PostgresSink,
     RunResult,
     ShardActivities,
     ShardProgress,
@@ -40,6 +41,7 @@ from asyncclient.temporal import (
     plan_batch,
 )
 from asyncclient.temporal._activities import _result_of
+from asyncclient.temporal._planner import cut_ids
 from asyncclient.testing import Emulator, EmulatorServer, Fault, ManualClock, serve
 
 pytestmark = pytest.mark.anyio
@@ -236,6 +238,28 @@ async def test_errors_stored_by_a_wrong_key_are_watched_again_by_the_next_run(
         stored = await sink.get(run_id)
         assert stored is not None
         assert stored.status == ("error" if run_id == MISSING else stored.body["status"])
+
+
+async def test_a_shard_reads_its_ids_from_the_postgresql_sink_without_the_file(
+    client: Client, emulator: Emulator, postgres_url: str, tmp_path: Path
+) -> None:
+    """With the ids loaded into the PostgreSQL sink, a worker reads its shard's ids from the
+    database: the ids file may be gone, and every run of the shard is stored."""
+    path = tmp_path / "ids.txt"
+    path.write_text("\n".join(emulator.run_ids()) + "\n")
+    async with PostgresSink(postgres_url) as pg:
+        assert pg.identity is not None
+        batch = plan_batch(path, shards=3, sink=pg.identity)
+        expected = load_shard(batch.shard(1))
+        assert await pg.load_ids(batch.batch_id, cut_ids(batch.ids_path, batch.ids_digest, 3))
+        batch = dataclasses.replace(batch, ids_in_sink=True)
+        path.unlink()
+        activities = ShardActivities(client, pg, policy=POLICY, flush_interval=0.01)
+
+        result = await _environment().run(activities.watch_shard, batch.shard(1))
+
+        assert result.ids == result.stored == len(expected)
+        assert await pg.has(expected) == set(expected)
 
 
 async def test_runs_that_keep_failing_for_a_passing_reason_fail_the_attempt_to_be_retried(

@@ -296,3 +296,12 @@ async def test_two_urls_for_one_database_are_one_sink_and_one_batch(
     ):
         assert again.identity == first.identity
         assert other.identity not in (None, first.identity)
+
+
+async def test_a_batch_ids_are_loaded_once_by_shard_and_read_back_by_shard(sink: Sink) -> None:
+    """load_ids stores each shard's ids once per batch; shard_ids reads one shard, in order."""
+    shards = [_ids(3, seed=1), [], _ids(2, seed=2)]
+    assert await sink.load_ids("batch-x", shards)
+    assert not await sink.load_ids("batch-x", [_ids(1, seed=3)])
+    assert [await sink.shard_ids("batch-x", index) for index in range(3)] == shards
+    assert await sink.shard_ids("batch-y", 0) == []

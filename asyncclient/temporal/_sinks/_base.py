@@ -181,6 +181,22 @@ class Sink(Protocol):
         """How many results are stored (by ``batch_id`` only, if given)."""
         ...
 
+    async def load_ids(self, batch_id: str, shards: Sequence[Sequence[str]]) -> bool:
+        """Load a batch's ids, shard by shard, into ``predev_batch_ids`` (once per batch).
+
+        Args:
+            batch_id: the batch.
+            shards: the ids of each shard, by shard index.
+
+        Returns:
+            True if this call loaded them; False if the batch's ids were there already.
+        """
+        ...
+
+    async def shard_ids(self, batch_id: str, shard: int) -> list[str]:
+        """The ids of one shard of a batch, as :meth:`load_ids` loaded them (in order)."""
+        ...
+
     async def get(self, run_id: str) -> StoredResult | None:
         """The stored result of one run, or ``None``."""
         ...

@@ -53,6 +53,14 @@ _POSTGRES_SCHEMA = (
         PRIMARY KEY (batch_id, shard, attempt)
     )""",
     "CREATE TABLE IF NOT EXISTS predev_sink (id text PRIMARY KEY)",
+    """
+    CREATE TABLE IF NOT EXISTS predev_batch_ids (
+        batch_id text NOT NULL,
+        shard integer NOT NULL,
+        position integer NOT NULL,
+        run_id text NOT NULL,
+        PRIMARY KEY (batch_id, shard, position)
+    )""",
 )
 _POSTGRES_IDENTITY = (
     "INSERT INTO predev_sink (id) SELECT %s WHERE NOT EXISTS (SELECT 1 FROM predev_sink)"
@@ -222,6 +230,39 @@ class PostgresSink(SinkBase):
                 (batch_id,),
             )
         return int(rows[0][0])
+
+    async def load_ids(self, batch_id: str, shards: Sequence[Sequence[str]]) -> bool:
+        """Load a batch's ids by shard, once (see :meth:`Sink.load_ids`)."""
+        import psycopg
+
+        pool = self._checked_pool()
+        try:
+            async with pool.connection() as conn, conn.transaction():
+                # One loader per batch: another watch of the same batch waits, then finds it.
+                await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (batch_id,))
+                cursor = await conn.execute(
+                    "SELECT 1 FROM predev_batch_ids WHERE batch_id = %s LIMIT 1", (batch_id,)
+                )
+                if await cursor.fetchone() is not None:
+                    return False
+                async with conn.cursor().copy(
+                    "COPY predev_batch_ids (batch_id, shard, position, run_id) FROM STDIN"
+                ) as copy:
+                    for index, ids in enumerate(shards):
+                        for position, run_id in enumerate(ids):
+                            await copy.write_row((batch_id, index, position, run_id))
+        except psycopg.Error as exc:
+            raise SinkError(f"{self.name}: {exc}") from exc
+        return True
+
+    async def shard_ids(self, batch_id: str, shard: int) -> list[str]:
+        """The ids of one shard, as loaded (see :meth:`Sink.shard_ids`)."""
+        rows = await self._fetch(
+            "SELECT run_id FROM predev_batch_ids WHERE batch_id = %s AND shard = %s "
+            "ORDER BY position",
+            (batch_id, shard),
+        )
+        return [row[0] for row in rows]
 
     async def get(self, run_id: str) -> StoredResult | None:
         """The stored result of one run, or ``None`` (see :meth:`Sink.get`)."""

@@ -54,6 +54,13 @@ CREATE TABLE IF NOT EXISTS predev_attempts (
 CREATE TABLE IF NOT EXISTS predev_sink (
     id TEXT PRIMARY KEY
 );
+CREATE TABLE IF NOT EXISTS predev_batch_ids (
+    batch_id TEXT NOT NULL,
+    shard INTEGER NOT NULL,
+    position INTEGER NOT NULL,
+    run_id TEXT NOT NULL,
+    PRIMARY KEY (batch_id, shard, position)
+);
 """
 _SQLITE_IDENTITY = (
     "INSERT INTO predev_sink (id) SELECT ? WHERE NOT EXISTS (SELECT 1 FROM predev_sink)"
@@ -226,6 +233,44 @@ class SQLiteSink(SinkBase):
             query = "SELECT count(*) FROM predev_results WHERE batch_id = ?"
             row = conn.execute(query, (batch_id,)).fetchone()
         return int(row[0])
+
+    async def load_ids(self, batch_id: str, shards: Sequence[Sequence[str]]) -> bool:
+        """Load a batch's ids by shard, once (see :meth:`Sink.load_ids`)."""
+        return await self._run(self._load_ids, batch_id, shards)
+
+    def _load_ids(self, batch_id: str, shards: Sequence[Sequence[str]]) -> bool:
+        conn = self._db()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            query = "SELECT 1 FROM predev_batch_ids WHERE batch_id = ? LIMIT 1"
+            if conn.execute(query, (batch_id,)).fetchone() is not None:
+                conn.execute("ROLLBACK")
+                return False
+            conn.executemany(
+                "INSERT INTO predev_batch_ids (batch_id, shard, position, run_id) "
+                "VALUES (?, ?, ?, ?)",
+                (
+                    (batch_id, index, position, run_id)
+                    for index, ids in enumerate(shards)
+                    for position, run_id in enumerate(ids)
+                ),
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return True
+
+    async def shard_ids(self, batch_id: str, shard: int) -> list[str]:
+        """The ids of one shard, as loaded (see :meth:`Sink.shard_ids`)."""
+        return await self._run(self._shard_ids, batch_id, shard)
+
+    def _shard_ids(self, batch_id: str, shard: int) -> list[str]:
+        query = (
+            "SELECT run_id FROM predev_batch_ids WHERE batch_id = ? AND shard = ? ORDER BY position"
+        )
+        return [row[0] for row in self._db().execute(query, (batch_id, shard))]
 
     async def get(self, run_id: str) -> StoredResult | None:
         """The stored result of one run, or ``None`` (see :meth:`Sink.get`)."""
