@@ -77,78 +77,78 @@ async def _database(server_url: str) -> str:
     return server_url.rsplit("/", 1)[0] + "/" + name
 
 
-async def _one(strategy: str, args: argparse.Namespace, workdir: Path) -> dict[str, object]:
+async def _one(
+    strategy: str, args: argparse.Namespace, workdir: Path, address: str, server: str
+) -> dict[str, object]:
     emu, finished, later = _emulator(args.runs, args.finishing, args.over)
     ids_file = workdir / "ids.txt"
     ids_file.write_text("\n".join(finished + later) + "\n")
     queue = f"bench-{uuid.uuid4().hex[:8]}"
-    (workdir / "temporal").mkdir()
     killed_after = 0.0
-    with temporal_dev_server(workdir / "temporal") as address, postgres_cluster() as server:
-        sink_url = await _database(server)
-        async with serve(emu) as api, PostgresSink(sink_url) as sink:
-            workers: list[Any] = []
-            watch: Any = None
-            try:
-                for n in range(3):
-                    worker = start_worker(
-                        workdir,
-                        f"{strategy}-worker-{n}",
-                        address=address,
-                        task_queue=queue,
-                        base_url=api.base_url,
-                        sink=sink_url,
-                        poll=(0.5, 5.0),
-                        extra=("--strategy", strategy),
-                    )
-                    workers.append(worker)
-                for worker in workers:
-                    await asyncio.to_thread(worker.wait_for, READY, timeout=120)
-                started = time.monotonic()
-                watch = start_service(
-                    "watch",
-                    [
-                        sys.executable,
-                        "-m",
-                        "asyncclient.temporal",
-                        "watch",
-                        "--address",
-                        address,
-                        "--task-queue",
-                        queue,
-                        "--sink",
-                        sink_url,
-                        "--ids-file",
-                        str(ids_file),
-                        "--shards",
-                        "30",
-                        "--heartbeat-timeout",
-                        "10",
-                        "--interval",
-                        "5",
-                    ],
-                    workdir / f"{strategy}-watch.log",
+    sink_url = await _database(server)
+    async with serve(emu) as api, PostgresSink(sink_url) as sink:
+        workers: list[Any] = []
+        watch: Any = None
+        try:
+            for n in range(3):
+                worker = start_worker(
+                    workdir,
+                    f"{strategy}-worker-{n}",
+                    address=address,
+                    task_queue=queue,
+                    base_url=api.base_url,
+                    sink=sink_url,
+                    poll=(0.5, 5.0),
+                    extra=("--strategy", strategy),
                 )
-                killed_rss = None
-                finished_at = None
-                while watch.process.poll() is None:
-                    await asyncio.sleep(0.5)
-                    if finished_at is None:
-                        stored = len(await sink.has(finished))
-                        if killed_rss is None and stored >= args.kill_at * len(finished):
-                            killed_rss = _peak_rss_mib(workers[2].process.pid)
-                            workers[2].kill_9()
-                            killed_after = time.monotonic() - started
-                        if stored == len(finished):
-                            finished_at = time.monotonic() - started
-                all_at = time.monotonic() - started
-                rss = [_peak_rss_mib(w.process.pid) for w in workers[:2]]
-                rows = await sink.count()
-                attempts = await sink.attempts()
-                answered = len(await sink.has(finished + later))
-            finally:
-                for service in [*([watch] if watch else []), *workers]:
-                    service.stop()
+                workers.append(worker)
+            for worker in workers:
+                await asyncio.to_thread(worker.wait_for, READY, timeout=120)
+            started = time.monotonic()
+            watch = start_service(
+                "watch",
+                [
+                    sys.executable,
+                    "-m",
+                    "asyncclient.temporal",
+                    "watch",
+                    "--address",
+                    address,
+                    "--task-queue",
+                    queue,
+                    "--sink",
+                    sink_url,
+                    "--ids-file",
+                    str(ids_file),
+                    "--shards",
+                    "30",
+                    "--heartbeat-timeout",
+                    "10",
+                    "--interval",
+                    "5",
+                ],
+                workdir / f"{strategy}-watch.log",
+            )
+            killed_rss = None
+            finished_at = None
+            while watch.process.poll() is None:
+                await asyncio.sleep(0.5)
+                if finished_at is None:
+                    stored = len(await sink.has(finished))
+                    if killed_rss is None and stored >= args.kill_at * len(finished):
+                        killed_rss = _peak_rss_mib(workers[2].process.pid)
+                        workers[2].kill_9()
+                        killed_after = time.monotonic() - started
+                    if stored == len(finished):
+                        finished_at = time.monotonic() - started
+            all_at = time.monotonic() - started
+            rss = [_peak_rss_mib(w.process.pid) for w in workers[:2]]
+            rows = await sink.count()
+            attempts = await sink.attempts()
+            answered = len(await sink.has(finished + later))
+        finally:
+            for service in [*([watch] if watch else []), *workers]:
+                service.stop()
     return {
         "strategy": strategy,
         "watch exit": watch.process.returncode if watch else None,
@@ -177,7 +177,10 @@ def main() -> int:
     results = []
     for strategy in args.strategies.split(","):
         with tempfile.TemporaryDirectory() as tmp:
-            results.append(asyncio.run(_one(strategy, args, Path(tmp))))
+            workdir = Path(tmp)
+            (workdir / "temporal").mkdir()
+            with temporal_dev_server(workdir / "temporal") as address, postgres_cluster() as pg:
+                results.append(asyncio.run(_one(strategy, args, workdir, address, pg)))
         print(results[-1], flush=True)
     keys = list(results[0])
     width = max(len(k) for k in keys)
