@@ -1,7 +1,7 @@
 """Temporal at scale: a batch of mostly finished runs on three workers, one killed part-way.
 
     python benchmarks/bench_temporal.py [--runs 50000] [--finishing 5000] [--over 60]
-        [--strategies per-run,auto] [--kill-at 0.3]
+        [--strategies per-run,auto] [--kill-at 0.3] [--max-shards 15]
 
 For each strategy it starts a Temporal dev server and a PostgreSQL cluster (the machine's
 ``initdb``/``pg_ctl``, as the Temporal tests do), serves the emulator in this process (so its
@@ -99,7 +99,7 @@ async def _one(
                     base_url=api.base_url,
                     sink=sink_url,
                     poll=(0.5, 5.0),
-                    extra=("--strategy", strategy),
+                    extra=("--strategy", strategy, "--max-shards", str(args.max_shards)),
                 )
                 workers.append(worker)
             for worker in workers:
@@ -151,6 +151,7 @@ async def _one(
                 service.stop()
     return {
         "strategy": strategy,
+        "max shards a worker": args.max_shards,
         "watch exit": watch.process.returncode if watch else None,
         "rows": rows,
         "runs": args.runs,
@@ -173,6 +174,9 @@ def main() -> int:
     parser.add_argument("--over", type=float, default=60.0)
     parser.add_argument("--strategies", default="per-run,auto")
     parser.add_argument("--kill-at", type=float, default=0.3)
+    # 30 shards: with 15 slots a worker, the two left after the kill can take every shard; with
+    # 10, the killed worker's shards wait for slots held by shards whose runs still process.
+    parser.add_argument("--max-shards", type=int, default=15)
     args = parser.parse_args()
     results = []
     for strategy in args.strategies.split(","):
