@@ -193,6 +193,13 @@ def _worker_parser(prog: str | None) -> argparse.ArgumentParser:
         f"left to the shard's next attempt ({PollPolicy.max_failed_polls})",
     )
     work.add_argument(
+        "--not-found-grace",
+        type=float,
+        default=PollPolicy.not_found_grace,
+        help="seconds a run may answer 404 before it is taken as missing "
+        f"({PollPolicy.not_found_grace:g})",
+    )
+    work.add_argument(
         "--strategy", choices=POLL_STRATEGIES, default="auto", help="polling strategy (auto)"
     )
     work.add_argument(
@@ -307,6 +314,7 @@ def worker_main(argv: Sequence[str], *, prog: str | None = None) -> int:
             max_delay=args.poll_max_delay,
             max_in_flight=args.max_in_flight,
             max_failed_polls=args.max_failed_polls,
+            not_found_grace=args.not_found_grace,
             strategy=args.strategy,
         )
         sink_name(args.sink)
