@@ -250,6 +250,25 @@ class Watcher:
             raise RuntimeError("add() needs a running watch: use it inside `async with watch(...)`")
         return self._add(ids)
 
+    def discard(self, run_ids: Iterable[str]) -> int:
+        """Stop watching runs and forget them: no final update is owed for them any more, and
+        a later ``add()`` watches them afresh (a long-lived watch shared by many consumers
+        calls it as each one leaves, or takes its runs).
+
+        Returns:
+            How many of them were still pending (a run being read from list pages when it is
+            discarded may still be delivered once).
+        """
+        dropped = 0
+        for run_id in run_ids:
+            self._seen.discard(run_id)
+            watched = self._active.pop(run_id, None)
+            if watched is not None and not watched.delivered:
+                watched.delivered = True
+                self._undelivered -= 1
+                dropped += 1
+        return dropped
+
     def _add(self, ids: list[str]) -> int:
         now = self._now()
         run_timeout = self.policy.run_timeout

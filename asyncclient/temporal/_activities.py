@@ -11,7 +11,12 @@ heartbeat's details (how many were stored, the last ids) are what the previous a
 reported; they are logged and recorded with the attempt so a resume can be seen and checked.
 
 A run that cannot be watched for good (404, another refusal, a body that is not a run) is
-stored with status ``error``. A run whose polls kept failing for a passing reason (connection
+stored with status ``error``, apart from the results: an error is not a result, so the sink does
+not count it as stored, and any later attempt, batch or re-run watches that run again (a final
+answer then replaces the error). A shard none of whose runs the key can see (every one answers
+404, and the sink holds none of them) is a configuration error, most likely another account's
+key: the attempt stores nothing and fails for good (``RunsNotOwnedError``) instead of storing
+thousands of errors. A run whose polls kept failing for a passing reason (connection
 errors, 5xx, 429) is not stored: the attempt fails at the end, with the others stored, and
 Temporal retries the shard for the rest. A refused key (401) or an account that cannot pay
 (402) is no passing reason: no retry can fix it, so the attempt stops at once and fails the
@@ -25,11 +30,13 @@ shard on another worker at once instead of after the heartbeat timeout.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
+from types import TracebackType
 from typing import Any
 
 import anyio
@@ -37,6 +44,7 @@ import anyio.to_thread
 import msgspec
 from anyio.streams.memory import MemoryObjectReceiveStream
 from temporalio import activity
+from temporalio.common import MetricMeter
 from temporalio.exceptions import ApplicationError
 
 from .._client import Client
@@ -52,6 +60,7 @@ from .._polling import RunUpdate
 from ._exceptions import BatchInputError
 from ._metrics import ShardMeters, counting
 from ._planner import ShardSpec, load_shard
+from ._shared import SharedWatch
 from ._sinks import AttemptRecord, RunResult, Sink, StoredBy
 
 __all__ = ["ShardActivities", "ShardProgress", "ShardResult"]
@@ -63,6 +72,11 @@ FATAL_ERROR_TYPES = ("AuthenticationError", "PaymentRequiredError")
 """The failure types of a shard that no retry can fix: the key is refused, the account cannot
 pay. They end the batch."""
 _FATAL = (AuthenticationError, PaymentRequiredError)
+NOT_OWNED_ERROR_TYPE = "RunsNotOwnedError"
+"""The failure type of a shard whose every run answered 404: the key owns none of them."""
+NOT_OWNED_MIN = 10
+"""The fewest ids a shard must hold for "all of them answered 404" to mean "wrong key"; a
+smaller shard's missing runs are stored as errors."""
 SHUTDOWN_ERROR_TYPE = "WorkerShutdownError"
 """The failure type of an attempt stopped by its worker's shutdown (retried elsewhere)."""
 
@@ -137,6 +151,7 @@ class _Outcome:
     fatal: APIStatusError | None = None
     shutdown: bool = False
     complete: bool = False
+    not_owned: int = 0
 
 
 def _default_identity() -> str:
@@ -160,7 +175,10 @@ def _result_of(update: RunUpdate) -> RunResult | None:
 class ShardActivities:
     """The activities of a worker: one instance per worker, sharing its client and its sink.
 
-    Register ``activities.watch_shard`` with the worker (see :func:`create_worker`).
+    Register ``activities.watch_shard`` with the worker (see :func:`create_worker`). Inside
+    ``async with activities:`` the shards share one watch (one list scan, one in-flight pool of
+    ``policy.max_in_flight`` times ``max_shards`` requests, see ``_shared``); outside it, each
+    shard runs a watch of its own.
 
     Args:
         client: the API client every shard polls through (its session and its rate controller
@@ -170,6 +188,10 @@ class ShardActivities:
         worker: this worker's identity, recorded on every row it stores.
         flush_size: the most results stored in one transaction.
         flush_interval: seconds a result may wait for others to share its transaction.
+        max_shards: the most shards the worker runs at once: the shared watch has the
+            requests in flight of that many shards.
+        meter: where the shared watch's requests are counted (the SDK runtime's
+            ``metric_meter``); not counted when ``None``.
     """
 
     def __init__(
@@ -181,7 +203,11 @@ class ShardActivities:
         worker: str | None = None,
         flush_size: int = 200,
         flush_interval: float = 0.2,
+        max_shards: int = 1,
+        meter: MetricMeter | None = None,
     ) -> None:
+        if max_shards < 1:
+            raise ValueError(f"max_shards must be 1 or more, got {max_shards!r}")
         if flush_size < 1:
             raise ValueError(f"flush_size must be 1 or more, got {flush_size!r}")
         if not flush_interval >= 0:
@@ -192,6 +218,57 @@ class ShardActivities:
         self.worker = worker or _default_identity()
         self._flush_size = flush_size
         self._flush_interval = flush_interval
+        self._max_shards = max_shards
+        self._meter = meter
+        self._shared: dict[bool, SharedWatch] = {}
+        self._stack: contextlib.AsyncExitStack | None = None
+
+    async def __aenter__(self) -> ShardActivities:
+        # The client's own default when none was given (it has no public accessor).
+        policy = self._policy or self._client._poll_policy
+        shared_policy = replace(
+            policy, max_in_flight=min(10_000, policy.max_in_flight * self._max_shards)
+        )
+        # The shared watches' tasks start in this context: their requests count for the worker.
+        meters = ShardMeters(self._meter) if self._meter is not None else None
+        async with contextlib.AsyncExitStack() as stack:
+            with counting(meters) if meters is not None else contextlib.nullcontext():
+                for events in (False, True):
+                    self._shared[events] = await stack.enter_async_context(
+                        SharedWatch(self._client, include_events=events, policy=shared_policy)
+                    )
+            self._stack = stack.pop_all()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        stack, self._stack = self._stack, None
+        self._shared = {}
+        if stack is not None:
+            await stack.__aexit__(exc_type, exc, tb)
+
+    @property
+    def shared(self) -> dict[bool, SharedWatch]:
+        """The shared watches by ``include_events`` (empty outside ``async with``)."""
+        return dict(self._shared)
+
+    @contextlib.asynccontextmanager
+    async def _updates(self, todo: list[str], shard: ShardSpec) -> AsyncIterator[Any]:
+        """The final updates of ``todo``: from the worker's shared watch, or a watch of their
+        own outside ``async with activities``."""
+        shared = self._shared.get(shard.include_events)
+        if shared is not None:
+            async with shared.subscribe(todo) as updates:
+                yield updates
+            return
+        async with self._client.watch(
+            todo, include_events=shard.include_events, policy=self._policy
+        ) as watcher:
+            yield watcher
 
     @activity.defn(name=WATCH_SHARD)
     async def watch_shard(self, shard: ShardSpec) -> ShardResult:
@@ -208,10 +285,10 @@ class ShardActivities:
                 file changed; retryable when some runs kept failing for a passing reason.
         """
         info = activity.info()
-        if shard.sink != self._sink.name:
+        if shard.sink not in (self._sink.identity, self._sink.name):
             raise ApplicationError(
                 f"shard {shard.index} of batch {shard.batch_id} stores into {shard.sink}, "
-                f"but this worker's sink is {self._sink.name}",
+                f"but this worker's sink is {self._sink.identity} ({self._sink.name})",
                 type="SinkMismatchError",
                 non_retryable=True,
             )
@@ -222,7 +299,11 @@ class ShardActivities:
                 type=SHUTDOWN_ERROR_TYPE,
             )
         try:
-            ids = await anyio.to_thread.run_sync(load_shard, shard)
+            if shard.ids_in_sink:
+                # Only this shard's ids: memory does not grow with the batch, nor a shared file.
+                ids = await self._sink.shard_ids(shard.batch_id, shard.index)
+            else:
+                ids = await anyio.to_thread.run_sync(load_shard, shard)
         except BatchInputError as exc:
             raise ApplicationError(str(exc), type="BatchInputError", non_retryable=True) from exc
         resumed = ShardProgress.from_details(info.heartbeat_details)
@@ -258,6 +339,14 @@ class ShardActivities:
                 await self._watch(todo, shard, progress, info.heartbeat_timeout, outcome, meters)
             meters.deferred.add(outcome.deferred)
         errors, deferred = outcome.errors, outcome.deferred
+        if outcome.not_owned:
+            raise ApplicationError(
+                f"shard {shard.index}: every one of its {outcome.not_owned} runs answered 404: "
+                "this key owns none of these runs (is it another account's key?); nothing was "
+                "stored: fix the key, then start the batch again",
+                type=NOT_OWNED_ERROR_TYPE,
+                non_retryable=True,
+            )
         if outcome.fatal is not None:
             kind = type(outcome.fatal).__name__
             raise ApplicationError(
@@ -307,6 +396,9 @@ class ShardActivities:
         if heartbeat_timeout is not None:
             beat = min(beat, max(0.05, heartbeat_timeout.total_seconds() / 4))
         send, receive = anyio.create_memory_object_stream[RunResult](2 * self._flush_size)
+        # 404s are held back while no run of the shard has answered otherwise: if every one
+        # does, the key owns none of them, and they are not stored at all.
+        held: list[RunResult] | None = [] if progress.in_sink == 0 else None
         async with anyio.create_task_group() as ticker:
             ticker.start_soon(self._heartbeat_loop, progress, beat)
             async with anyio.create_task_group() as flow:
@@ -315,13 +407,8 @@ class ShardActivities:
                 with anyio.CancelScope() as watching:
                     ticker.start_soon(self._stop_on_shutdown, watching, outcome)
                     try:
-                        async with (
-                            send,
-                            self._client.watch(
-                                todo, include_events=shard.include_events, policy=self._policy
-                            ) as watcher,
-                        ):
-                            async for update in watcher:
+                        async with send, self._updates(todo, shard) as updates:
+                            async for update in updates:
                                 if not update.final:
                                     continue
                                 if isinstance(update.error, _FATAL):
@@ -330,9 +417,25 @@ class ShardActivities:
                                 if result is None:
                                     outcome.deferred += 1
                                     continue
+                                if held is not None:
+                                    if isinstance(update.error, NotFoundError):
+                                        held.append(result)
+                                        continue
+                                    # The key sees this shard: the 404s are errors of their own.
+                                    release: list[RunResult] = held
+                                    held = None
+                                    for missing in release:
+                                        outcome.errors += 1
+                                        await send.send(missing)
                                 outcome.errors += result.status == "error"
                                 await send.send(result)
                             outcome.complete = True
+                            if held and (len(held) < NOT_OWNED_MIN or len(held) < len(todo)):
+                                for missing in held:
+                                    outcome.errors += 1
+                                    await send.send(missing)
+                            elif held:
+                                outcome.not_owned = len(held)
                     except _FATAL as exc:  # the watch stops at the first 401 by itself
                         outcome.fatal = exc
             ticker.cancel_scope.cancel()

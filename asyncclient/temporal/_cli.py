@@ -18,10 +18,12 @@ profile of its TOML file and the ``TEMPORAL_*`` variables, see :mod:`._connect`)
 the Temporal API key only from the profile or ``TEMPORAL_API_KEY``. The two keys never mix.
 
 Exit codes: 0 success (``watch``: every id is stored; ``worker``: stopped by SIGINT/SIGTERM);
-1 the batch failed or ended with ids not stored; 2 a usage error (bad option, unreadable or bad
+1 the batch failed or ended with ids not stored (or stored only as watch errors, which a later
+``watch`` tries again); 2 a usage error (bad option, unreadable or bad
 ids file, unknown sink, unusable Temporal configuration); 3 no API key, or an unusable one
 (``watch``: the batch failed because the API refused a worker's key, 401, or its account,
-402); 4 Temporal or the sink could not be reached; 5 the batch is running or completed already
+402, or every run of a shard answered 404: another account's key); 4 Temporal or the sink
+could not be reached; 5 the batch is running or completed already
 (``watch`` without ``--attach``; a failed, terminated or cancelled one is started again); 130
 interrupted.
 """
@@ -50,7 +52,12 @@ from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
 from .._client import Client
 from .._config import API_KEY_ENV, BASE_URL_ENV, POLL_STRATEGIES, PollPolicy
-from ._activities import FATAL_ERROR_TYPES, ShardActivities, _default_identity
+from ._activities import (
+    FATAL_ERROR_TYPES,
+    NOT_OWNED_ERROR_TYPE,
+    ShardActivities,
+    _default_identity,
+)
 from ._connect import DEFAULT_ADDRESS, DEFAULT_NAMESPACE, TemporalSettings, connect, load_settings
 from ._exceptions import BatchAlreadyStartedError, BatchInputError, SinkError
 from ._metrics import counting_session
@@ -187,6 +194,13 @@ def _worker_parser(prog: str | None) -> argparse.ArgumentParser:
         f"left to the shard's next attempt ({PollPolicy.max_failed_polls})",
     )
     work.add_argument(
+        "--not-found-grace",
+        type=float,
+        default=PollPolicy.not_found_grace,
+        help="seconds a run may answer 404 before it is taken as missing "
+        f"({PollPolicy.not_found_grace:g})",
+    )
+    work.add_argument(
         "--strategy", choices=POLL_STRATEGIES, default="auto", help="polling strategy (auto)"
     )
     work.add_argument(
@@ -309,6 +323,7 @@ def worker_main(argv: Sequence[str], *, prog: str | None = None) -> int:
             max_delay=args.poll_max_delay,
             max_in_flight=args.max_in_flight,
             max_failed_polls=args.max_failed_polls,
+            not_found_grace=args.not_found_grace,
             strategy=args.strategy,
         )
         sink_name(args.sink)
@@ -392,8 +407,19 @@ async def _run_worker(
     # The worker's own session, so that each request is counted for its shard (--metrics-bind).
     session = counting_session()
     try:
-        async with session, _api_client(args, policy, session) as api:
-            activities = ShardActivities(api, sink, policy=policy, worker=identity)
+        async with (
+            session,
+            _api_client(args, policy, session) as api,
+            # One watch for all of this worker's shards: one list scan, one pool (_shared).
+            ShardActivities(
+                api,
+                sink,
+                policy=policy,
+                worker=identity,
+                max_shards=args.max_shards,
+                meter=(runtime or Runtime.default()).metric_meter,
+            ) as activities,
+        ):
             worker = create_worker(
                 temporal,
                 activities,
@@ -405,7 +431,7 @@ async def _run_worker(
                 metrics = f"; metrics on http://{args.metrics_bind}/metrics" if runtime else ""
                 print(
                     f"worker {identity} ready: task queue {args.task_queue!r} on "
-                    f"{settings.describe()}; sink {sink.name}{metrics}",
+                    f"{settings.describe()}; sink {sink.name} ({sink.identity}){metrics}",
                     flush=True,
                 )
                 await stop.wait()
@@ -482,7 +508,7 @@ async def _watch(args: argparse.Namespace, settings: TemporalSettings) -> int:
             # Before the start, so that every row after it is this execution's: an earlier
             # execution of the same batch (failed, terminated) may have stored some already.
             stored_before = len(await sink.has(ids))
-            batch_id = batch_id_for(digest, sink.name)
+            batch_id = batch_id_for(digest, sink.identity or sink.name)
             by_batch_before = await sink.count(batch_id=batch_id)
             ended = await _ended_before(temporal, batch_id)
             spec, workflow, attached = await _start_or_attach(temporal, args, sink)
@@ -536,7 +562,7 @@ async def _start_or_attach(
         if not args.attach:
             raise
         spec = await anyio.to_thread.run_sync(
-            lambda: plan_batch(args.ids_file, shards=args.shards, sink=sink.name)
+            lambda: plan_batch(args.ids_file, shards=args.shards, sink=sink.identity or sink.name)
         )
         print(f"batch {spec.batch_id} was started before: following it", flush=True)
         handle = temporal.get_workflow_handle(exc.workflow_id, result_type=BatchResult)
@@ -598,7 +624,9 @@ async def _follow(
                 timed_out = True
                 break
         group.cancel_scope.cancel()
-    missing = total - len(await sink.has(ids))
+    answered = len(await sink.has(ids))
+    missing = total - len(await sink.has(ids, errors=True))
+    errored = total - answered - missing
     if outcome and isinstance(outcome[0], BaseException):
         why, fatal = _failure_of(outcome[0])
         print(f"error: batch {spec.batch_id} failed: {why}", file=sys.stderr)
@@ -613,6 +641,14 @@ async def _follow(
     if missing:
         why = "still watching after --timeout" if timed_out else "the batch ended"
         print(f"error: {missing} of {total} ids are not stored ({why})", file=sys.stderr)
+        return EXIT_FAILED
+    if errored:
+        print(
+            f"error: {errored} of {total} ids could not be watched (404, another refusal): "
+            "they are stored as errors, apart from the results; watching the ids again tries "
+            "them again",
+            file=sys.stderr,
+        )
         return EXIT_FAILED
     elapsed = time.monotonic() - started_at
     print(f"done: every one of {total} ids is stored ({elapsed:.1f}s)", flush=True)
@@ -676,7 +712,7 @@ def _failure_of(error: BaseException) -> tuple[str, bool]:
     cause: BaseException | None = error
     while cause is not None:
         if isinstance(cause, ApplicationError):
-            fatal = fatal or cause.type in FATAL_ERROR_TYPES
+            fatal = fatal or cause.type in (*FATAL_ERROR_TYPES, NOT_OWNED_ERROR_TYPE)
             messages.append(cause.message)
         elif (
             isinstance(cause, ActivityError)

@@ -13,7 +13,9 @@ Each shard attempt counts, with the attributes ``batch`` and ``shard`` (and the 
 They go through the SDK's metric meter: with no ``--metrics-bind`` it is a no-op meter and
 counting costs next to nothing. Requests are counted by an aiohttp trace on the worker's
 session, which finds the shard a request belongs to through a context variable set by the
-shard's attempt (every poll of a shard runs in a task started from it).
+shard's attempt (every poll of a shard runs in a task started from it). A worker's shards share
+one watch (``_shared``), whose requests (a list page serves every shard at once) are counted
+for the worker: without the ``batch`` and ``shard`` attributes.
 """
 
 from __future__ import annotations
@@ -35,11 +37,12 @@ class ShardMeters:
     Args:
         meter: the SDK's meter (``activity.metric_meter()`` inside an activity).
         batch_id: the batch, an attribute of every count.
-        shard: the shard's index, likewise.
+        shard: the shard's index, likewise; ``None`` for the counters of the worker's shared
+            watch (no ``batch`` or ``shard`` attribute then).
     """
 
-    def __init__(self, meter: MetricMeter, batch_id: str, shard: int) -> None:
-        attributes = {"batch": batch_id, "shard": str(shard)}
+    def __init__(self, meter: MetricMeter, batch_id: str = "", shard: int | None = None) -> None:
+        attributes = {} if shard is None else {"batch": batch_id, "shard": str(shard)}
 
         def counter(name: str, description: str, unit: str) -> MetricCounter:
             return meter.create_counter(name, description, unit).with_additional_attributes(

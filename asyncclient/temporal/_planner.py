@@ -146,6 +146,8 @@ class ShardSpec:
         sink: the sink the results go to, without password; a worker refuses a shard meant for
             another sink.
         include_events: store finished runs with their event timelines.
+        ids_in_sink: the shard's ids were loaded into the sink's database (``predev_batch_ids``)
+            when the batch started: the worker reads them from there, not from the file.
     """
 
     batch_id: str
@@ -155,6 +157,7 @@ class ShardSpec:
     count: int
     sink: str
     include_events: bool = False
+    ids_in_sink: bool = False
 
 
 @dataclass(frozen=True)
@@ -169,6 +172,7 @@ class BatchSpec:
         shards: how many shards it is cut into.
         sink: the sink's name, without password.
         include_events: store finished runs with their event timelines.
+        ids_in_sink: the ids are loaded into the sink's database (see :class:`ShardSpec`).
     """
 
     batch_id: str
@@ -178,6 +182,7 @@ class BatchSpec:
     shards: int
     sink: str
     include_events: bool = False
+    ids_in_sink: bool = False
 
     @property
     def workflow_id(self) -> str:
@@ -200,6 +205,7 @@ class BatchSpec:
             count=self.shards,
             sink=self.sink,
             include_events=self.include_events,
+            ids_in_sink=self.ids_in_sink,
         )
 
 
@@ -244,6 +250,30 @@ def plan_batch(
 # shards x ids hashes per batch; the last batch cut is kept, so each worker cuts it once.
 _cut_lock = threading.Lock()
 _last_cut: tuple[tuple[str, int], list[list[str]]] | None = None
+
+
+def cut_ids(ids_path: str, ids_digest: str, shards: int) -> list[list[str]]:
+    """Every shard's ids, read from the file once (to load them into a sink's database).
+    Blocking: call it from a thread in async code.
+
+    Args:
+        ids_path: the ids file.
+        ids_digest: the digest it was planned with.
+        shards: how many shards.
+
+    Returns:
+        The ids of each shard, in file order.
+
+    Raises:
+        BatchInputError: the file cannot be read, or its content is not what was planned.
+    """
+    content = _read_bytes(ids_path)
+    if _digest(content) != ids_digest:
+        raise BatchInputError(f"the ids file {ids_path!r} changed while the batch was planned")
+    cut: list[list[str]] = [[] for _ in range(shards)]
+    for run_id in parse_ids(content, source=ids_path):
+        cut[shard_of(run_id, shards)].append(run_id)
+    return cut
 
 
 def load_shard(shard: ShardSpec) -> list[str]:

@@ -12,8 +12,9 @@ sink would still store nothing twice.
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import anyio.to_thread
 from temporalio.client import Client as TemporalClient
@@ -22,8 +23,8 @@ from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from ._exceptions import BatchAlreadyStartedError
-from ._planner import BatchSpec, plan_batch
-from ._sinks import Sink, sink_name
+from ._planner import BatchSpec, cut_ids, plan_batch
+from ._sinks import PostgresSink, Sink, open_sink, sink_name
 from ._workflows import BatchInput, BatchResult, WatchBatchWorkflow
 
 __all__ = ["DEFAULT_TASK_QUEUE", "StartedBatch", "start_batch"]
@@ -64,15 +65,17 @@ async def start_batch(
     retry_initial: float = 1.0,
     retry_max: float = 60.0,
     max_attempts: int = 20,
+    ids_in_sink: bool | None = None,
 ) -> StartedBatch:
     """Plan a batch from an ids file and start its workflow, once.
 
     Args:
         client: a connected Temporal client.
         ids_path: the ids file, one run id per line; every worker must be able to read it at
-            the same absolute path.
-        sink: the sink's URL (or the sink) the workers store into; only its name (no password)
-            goes into the workflow.
+            the same absolute path, unless its ids are loaded into the sink (``ids_in_sink``).
+        sink: the sink's URL (or the sink) the workers store into; the batch is keyed by the
+            identity its database holds (a URL is opened to read it), so every spelling of one
+            database's URL is one batch; no password goes into the workflow.
         shards: how many shards to cut the batch into.
         task_queue: the task queue the workers listen on.
         include_events: store finished runs with their event timelines.
@@ -86,6 +89,10 @@ async def start_batch(
         retry_max: the longest wait between two attempts.
         max_attempts: the most attempts at one shard before it fails the batch (with the
             default schedule, 20 attempts span about a quarter of an hour of retries).
+        ids_in_sink: load the ids, once, by shard, into the sink's database
+            (``predev_batch_ids``), and have each shard read its own from there; default: for
+            a PostgreSQL sink (workers on other machines need no shared file then), not for
+            SQLite (one machine, where the file is shared anyway).
 
     Returns:
         The batch and its workflow handle.
@@ -94,10 +101,11 @@ async def start_batch(
         BatchAlreadyStartedError: this batch (same ids content, same sink) is running, or
             completed before.
         BatchInputError: the ids file cannot be read, holds a bad line, or no id.
-        SinkError: ``sink`` is not a sink URL this package knows.
+        SinkError: ``sink`` is not a sink URL this package knows, or cannot be opened.
         ValueError: a scheduling argument is out of range.
     """
-    name = sink.name if isinstance(sink, Sink) else sink_name(sink)
+    if not isinstance(sink, Sink):
+        sink_name(sink)  # a URL this package does not know is refused before any connection
     for label, value in (
         ("max_parallel", max_parallel),
         ("shards_per_run", shards_per_run),
@@ -119,11 +127,25 @@ async def start_batch(
     ):
         if not seconds > 0:
             raise ValueError(f"{label} must be > 0 seconds, got {seconds!r}")
-    spec = await anyio.to_thread.run_sync(
-        functools.partial(
-            plan_batch, ids_path, shards=shards, sink=name, include_events=include_events
+    async with contextlib.AsyncExitStack() as stack:
+        opened = (
+            sink if isinstance(sink, Sink) else await stack.enter_async_context(open_sink(sink))
         )
-    )
+        # A sink is known by the identity its database holds, whatever URL reached it.
+        name = opened.identity or opened.name
+        spec = await anyio.to_thread.run_sync(
+            functools.partial(
+                plan_batch, ids_path, shards=shards, sink=name, include_events=include_events
+            )
+        )
+        if isinstance(opened, PostgresSink) if ids_in_sink is None else ids_in_sink:
+            # Read once here, stored by shard: workers need no shared file, and each reads
+            # its own shard's ids only.
+            cut = await anyio.to_thread.run_sync(
+                cut_ids, spec.ids_path, spec.ids_digest, spec.shards
+            )
+            await opened.load_ids(spec.batch_id, cut)
+            spec = replace(spec, ids_in_sink=True)
     batch_input = BatchInput(
         batch=spec,
         max_parallel=max_parallel,

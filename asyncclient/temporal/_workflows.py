@@ -1,10 +1,19 @@
-"""The workflow: fan a batch's shards out as activities, a bounded number at a time.
+"""The workflow: fan a batch's shards out as activities, a sliding window of them at a time.
 
 It holds no ids and does no I/O: it starts ``watch_shard`` activities with shard descriptors,
-at most ``max_parallel`` pending at once, and adds up what they report. Temporal limits how many
-activities one execution may have pending (2,000 by default) and how large its history may
-grow, so after ``shards_per_run`` shards (or when the server suggests it) the workflow waits for
-the shards it has running and continues as new with the next shard index and the totals so far.
+at most ``max_parallel`` pending at once, starting the next shard as soon as any slot frees up,
+and adds up what they report. Temporal limits how many activities one execution may have
+pending (2,000 by default) and how large its history may grow, so after ``shards_per_run``
+shards (or when the server suggests it) the workflow continues as new, with the next shard
+index, the totals so far and the shards still running.
+
+It does not wait for those to drain first: one slow shard would hold every slot back (head-of-
+line blocking). It continues as new as soon as a slot is free and there is more to start; the
+shards still running are started again, first, by the next execution. That is cheap and safe:
+the sink is the truth about what is done, so a shard started again watches only the runs not
+stored yet, and the abandoned attempt is cancelled at its next heartbeat (the sink stores each
+run once whichever of the two stores it). Each execution's history stays within
+``shards_per_run`` starts plus at most ``max_parallel`` restarts.
 
 This module follows the workflow sandbox's rules: everything it imports besides ``temporalio``
 is passed through, and workflow code only computes.
@@ -80,8 +89,10 @@ class BatchInput:
         retry_max: the longest wait between attempts.
         max_attempts: the most attempts at one shard (crashes and shutdowns count too); past
             them the shard, and so the batch, fails.
-        next_shard: the first shard this execution starts (set by continue-as-new).
+        next_shard: the first new shard this execution starts (set by continue-as-new).
         done: the totals carried over from earlier executions.
+        carried: the shards that were still running when the last execution continued as
+            new: this one starts them again, first.
     """
 
     batch: BatchSpec
@@ -94,6 +105,7 @@ class BatchInput:
     max_attempts: int = 20
     next_shard: int = 0
     done: BatchProgress = field(default_factory=BatchProgress)
+    carried: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -151,29 +163,43 @@ class WatchBatchWorkflow:
             non_retryable_error_types=["BatchInputError", "SinkMismatchError", *FATAL_ERROR_TYPES],
         )
         next_shard = batch_input.next_shard
-        started = 0
+        carried = list(batch_input.carried)
+        started = finished = 0
         pending: list[tuple[int, asyncio.Task[ShardResult]]] = []
-        while True:
-            while (
-                next_shard < spec.shards
-                and len(pending) < batch_input.max_parallel
-                and started < batch_input.shards_per_run
+
+        def more() -> bool:
+            return bool(carried) or next_shard < spec.shards
+
+        def may_start() -> bool:
+            return (
+                started < batch_input.shards_per_run
                 and not workflow.info().is_continue_as_new_suggested()
-            ):
+            )
+
+        while True:
+            while more() and len(pending) < batch_input.max_parallel and may_start():
+                if carried:
+                    index = carried.pop(0)
+                else:
+                    index, next_shard = next_shard, next_shard + 1
                 handle = workflow.start_activity_method(
                     ShardActivities.watch_shard,
-                    spec.shard(next_shard),
+                    spec.shard(index),
                     start_to_close_timeout=timedelta(seconds=batch_input.shard_timeout),
                     heartbeat_timeout=timedelta(seconds=batch_input.heartbeat_timeout),
                     retry_policy=retry,
-                    activity_id=f"shard-{next_shard}",
-                    summary=f"shard {next_shard}/{spec.shards}",
+                    activity_id=f"shard-{index}",
+                    summary=f"shard {index}/{spec.shards}",
                 )
-                pending.append((next_shard, handle))
-                next_shard += 1
+                pending.append((index, handle))
                 started += 1
             self._running = [index for index, _ in pending]
             if not pending:
+                break
+            if more() and len(pending) < batch_input.max_parallel and finished:
+                # A slot is free but this execution may start no more: continue as new now,
+                # rather than after the slowest shard; the next one starts these again (each
+                # execution finishes one shard at least, so the batch always moves on).
                 break
             await workflow.wait([task for _, task in pending], return_when=asyncio.FIRST_COMPLETED)
             still: list[tuple[int, asyncio.Task[ShardResult]]] = []
@@ -181,15 +207,17 @@ class WatchBatchWorkflow:
                 if task.done():
                     # A shard that failed for good fails the batch, with its cause.
                     self._progress = self._progress.add(task.result())
+                    finished += 1
                 else:
                     still.append((index, task))
             pending = still
         self._running = []
-        if next_shard < spec.shards:
+        if more() or pending:
             workflow.continue_as_new(
                 replace(
                     batch_input,
                     next_shard=next_shard,
+                    carried=(*(index for index, _ in pending), *carried),
                     done=replace(self._progress, runs=self._progress.runs + 1),
                 )
             )

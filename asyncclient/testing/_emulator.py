@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import heapq
 import math
 import random
-from bisect import insort
+from bisect import bisect_left, insort
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
@@ -65,6 +66,56 @@ class _Filtered:
         self.version = version
         self.valid_from = valid_from
         self.valid_until = valid_until
+
+
+class _Processing:
+    """One key's runs still processing, oldest first, with a heap of when each ends.
+
+    A look at ``now`` drops the runs that ended since the last look: a page of the processing
+    list costs its rows and the runs that finished meanwhile, not the whole account. Only a
+    clock that goes back rebuilds it from every run.
+    """
+
+    __slots__ = ("ends", "examined", "last", "runs")
+
+    def __init__(self) -> None:
+        self.runs: list[RunState] = []
+        self.ends: list[tuple[float, int, str, RunState]] = []
+        self.last = -math.inf
+        self.examined = 0
+
+    def add(self, run: RunState) -> None:
+        insort(self.runs, run, key=_order_key)
+        self.moved(run)
+
+    def moved(self, run: RunState) -> None:
+        """The run's end changed (or it is new): its older heap entry goes stale."""
+        heapq.heappush(self.ends, (run.created_at + run.end_offset, run.created_ms, run.id, run))
+
+    def at(self, now: float, every: list[RunState]) -> list[RunState]:
+        if now < self.last:
+            self.examined += len(every)
+            self.runs = [run for run in every if run.status_at(now) == "processing"]
+            self.ends = [(r.created_at + r.end_offset, r.created_ms, r.id, r) for r in self.runs]
+            heapq.heapify(self.ends)
+        self.last = now
+        later = []
+        ends = self.ends
+        while ends and ends[0][0] <= now:
+            entry = heapq.heappop(ends)
+            run = entry[3]
+            self.examined += 1
+            if entry[0] != run.created_at + run.end_offset:
+                continue  # stale: the run's end moved, a newer entry stands for it
+            if run.status_at(now) == "processing":
+                later.append(entry)  # a float rounding: look again next time
+                continue
+            index = bisect_left(self.runs, _order_key(run), key=_order_key)
+            if index < len(self.runs) and self.runs[index] is run:
+                del self.runs[index]
+        for entry in later:
+            heapq.heappush(ends, entry)
+        return self.runs
 
 
 class Emulator:
@@ -148,6 +199,8 @@ class Emulator:
         self._runs: dict[str, RunState] = {}
         # Per key, runs sorted by (createdAt, id) ascending; pages read it from the end.
         self._by_key: dict[str, list[RunState]] = {key: [] for key in keys}
+        # Per key, the runs processing (a scan's pages cost their rows, not the account).
+        self._processing: dict[str, _Processing] = {key: _Processing() for key in keys}
         self._auth: dict[str, str] = {f"Bearer {key}": key for key in keys}
         # (key, run id) -> the docs' example bodies, without and with events (add_docs_example).
         self._docs_examples: dict[tuple[str, str], tuple[bytes, bytes]] = {}
@@ -247,6 +300,7 @@ class Emulator:
         )
         self._runs[run_id] = run
         insort(self._by_key[key], run, key=_order_key)
+        self._processing[key].add(run)
         self._version += 1
         return run_id
 
@@ -360,6 +414,7 @@ class Emulator:
         """
         run = self._runs[run_id]
         if run.finish_by(self.clock() - run.created_at):
+            self._processing[run.api_key].moved(run)
             self._version += 1
 
     def set_account(
@@ -442,6 +497,8 @@ class Emulator:
         reaches the next time a run changes status (or goes back before the last one), so a
         walk over a large account costs each page its own rows, not the whole account.
         """
+        if status == "processing":
+            return self._processing[api_key].at(now, self._by_key[api_key])
         cache_key = (api_key, status)
         cached = self._filtered.get(cache_key)
         if (

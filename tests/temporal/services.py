@@ -418,7 +418,14 @@ def tls_proxy(target: str, certs: Certificates) -> Iterator[str]:
         except OSError:
             writer.close()
             return
-        await asyncio.gather(_pump(reader, up_writer), _pump(up_reader, writer))
+        try:
+            await asyncio.gather(_pump(reader, up_writer), _pump(up_reader, writer))
+        finally:
+            # Cancelled when the proxy stops: drop both sides at once (a TLS close waits for
+            # the peer's goodbye, which may outlive the proxy's loop; a later test's garbage
+            # collection then reports the socket as unclosed).
+            writer.transport.abort()
+            up_writer.transport.abort()
 
     async def serve() -> None:
         server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=context)
@@ -430,6 +437,8 @@ def tls_proxy(target: str, certs: Certificates) -> Iterator[str]:
             for task in list(connections):
                 task.cancel()
             await asyncio.gather(*connections, return_exceptions=True)
+            for _ in range(3):
+                await asyncio.sleep(0)  # the transports' close callbacks run
 
     def run() -> None:
         with contextlib.suppress(Exception):

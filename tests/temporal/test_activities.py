@@ -31,6 +31,7 @@ from asyncclient import (
 )
 from asyncclient.temporal import (
     BatchSpec,
+    PostgresSink,
     RunResult,
     ShardActivities,
     ShardProgress,
@@ -40,6 +41,7 @@ from asyncclient.temporal import (
     plan_batch,
 )
 from asyncclient.temporal._activities import _result_of
+from asyncclient.temporal._planner import cut_ids
 from asyncclient.testing import Emulator, EmulatorServer, Fault, ManualClock, serve
 
 pytestmark = pytest.mark.anyio
@@ -179,6 +181,85 @@ async def test_a_missing_run_is_stored_as_an_error(
     assert stored is not None
     assert stored.status == "error"
     assert stored.body["error"] == "NotFoundError"
+
+
+async def test_another_accounts_key_fails_the_shard_and_the_right_key_then_stores_results(
+    server: EmulatorServer, client: Client, sink: SQLiteSink, batch: BatchSpec
+) -> None:
+    """A key that owns none of a shard's runs (all 404) fails it for good and stores nothing;
+    the same shard with the right key then stores every run's final answer."""
+    other = Emulator(api_keys=("other-key",))
+    async with (
+        serve(other) as elsewhere,
+        Client("other-key", base_url=elsewhere.base_url, retry=RETRY) as wrong,
+    ):
+        activities = ShardActivities(wrong, sink, policy=POLICY, flush_interval=0.01)
+        with pytest.raises(ApplicationError) as caught:
+            await _environment().run(activities.watch_shard, batch.shard(0))
+    assert caught.value.type == "RunsNotOwnedError"
+    assert caught.value.non_retryable
+    assert "owns none of these runs" in str(caught.value)
+    assert await sink.count() == 0
+
+    right = ShardActivities(client, sink, policy=POLICY, flush_interval=0.01)
+    result = await _environment(attempt=2).run(right.watch_shard, batch.shard(0))
+
+    ids = load_shard(batch.shard(0))
+    assert (result.already_stored, result.stored) == (0, len(ids))
+    assert await sink.has(ids) == set(ids) - {MISSING}
+
+
+async def test_errors_stored_by_a_wrong_key_are_watched_again_by_the_next_run(
+    server: EmulatorServer, client: Client, sink: SQLiteSink, batch: BatchSpec
+) -> None:
+    """Errors are not results: runs a wrong key stored as errors (the sink held some of the
+    shard already) are watched again by a later run and replaced by their final answers."""
+    ids = load_shard(batch.shard(1))
+    good = ShardActivities(client, sink, policy=POLICY, flush_interval=0.01)
+    first = [RunResult.from_run(await client.get_run(run_id)) for run_id in ids[:3]]
+    await sink.store_many(first, by=StoredBy("earlier", 1, 1, "w0"))
+    other = Emulator(api_keys=("other-key",))
+    async with (
+        serve(other) as elsewhere,
+        Client("other-key", base_url=elsewhere.base_url, retry=RETRY) as wrong,
+    ):
+        poisoned = await _environment().run(
+            ShardActivities(wrong, sink, policy=POLICY, flush_interval=0.01).watch_shard,
+            batch.shard(1),
+        )
+    assert poisoned.errors == len(ids) - 3
+    assert await sink.has(ids) == {result.run_id for result in first}
+
+    again = await _environment().run(good.watch_shard, batch.shard(1))
+
+    assert (again.already_stored, again.stored) == (3, len(ids) - 3)
+    assert await sink.has(ids) == set(ids) - {MISSING}
+    for run_id in ids:
+        stored = await sink.get(run_id)
+        assert stored is not None
+        assert stored.status == ("error" if run_id == MISSING else stored.body["status"])
+
+
+async def test_a_shard_reads_its_ids_from_the_postgresql_sink_without_the_file(
+    client: Client, emulator: Emulator, postgres_url: str, tmp_path: Path
+) -> None:
+    """With the ids loaded into the PostgreSQL sink, a worker reads its shard's ids from the
+    database: the ids file may be gone, and every run of the shard is stored."""
+    path = tmp_path / "ids.txt"
+    path.write_text("\n".join(emulator.run_ids()) + "\n")
+    async with PostgresSink(postgres_url) as pg:
+        assert pg.identity is not None
+        batch = plan_batch(path, shards=3, sink=pg.identity)
+        expected = load_shard(batch.shard(1))
+        assert await pg.load_ids(batch.batch_id, cut_ids(batch.ids_path, batch.ids_digest, 3))
+        batch = dataclasses.replace(batch, ids_in_sink=True)
+        path.unlink()
+        activities = ShardActivities(client, pg, policy=POLICY, flush_interval=0.01)
+
+        result = await _environment().run(activities.watch_shard, batch.shard(1))
+
+        assert result.ids == result.stored == len(expected)
+        assert await pg.has(expected) == set(expected)
 
 
 async def test_runs_that_keep_failing_for_a_passing_reason_fail_the_attempt_to_be_retried(

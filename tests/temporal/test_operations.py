@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -12,7 +13,16 @@ from temporalio.client import Client as TemporalClient
 
 from asyncclient.temporal import BatchResult, open_sink, start_batch, watch_main
 
-from .services import READY, Service, free_port, start_emulator, start_worker, write_ids_file
+from .services import (
+    API_KEY,
+    READY,
+    Service,
+    free_port,
+    start_emulator,
+    start_service,
+    start_worker,
+    write_ids_file,
+)
 
 
 def _scrape(bind: str) -> str:
@@ -241,3 +251,73 @@ def test_a_terminated_batch_runs_again_and_stores_nothing_twice(
     # And the SDK's own: task slots and activity latencies.
     assert _series(scraped, "temporal_worker_task_slots_available")
     assert _series(scraped, "temporal_activity_execution_latency_count")
+
+
+def test_another_accounts_key_fails_the_batch_and_the_right_key_then_stores_every_result(
+    temporal_address: str,
+    sqlite_url: str,
+    task_queue: str,
+    tmp_path: Path,
+    services: list[Service],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Workers whose key is valid but owns none of the runs (every one 404): the batch fails
+    for good with "this key owns none of these runs" (exit 3) and nothing is stored; with the
+    right key the same watch stores every run's final answer."""
+    emulator = start_service(
+        "emulator",
+        [
+            sys.executable,
+            "-m",
+            "asyncclient.testing",
+            "--port",
+            "0",
+            "--api-key",
+            API_KEY,
+            "--api-key",
+            "another-accounts-key",
+            "--runs",
+            "120",
+            "--speed",
+            "50",
+            "--max-duration",
+            "5",
+        ],
+        tmp_path / "emulator.log",
+    )
+    services.append(emulator)
+    emulator.wait_for("http://", timeout=60)
+    base_url = emulator.output().split()[0]
+    ids_file = tmp_path / "ids.txt"
+    ids = write_ids_file(base_url, ids_file)
+
+    def worker(name: str, key: str | None = None) -> Service:
+        service = start_worker(
+            tmp_path,
+            name,
+            address=temporal_address,
+            task_queue=task_queue,
+            base_url=base_url,
+            sink=sqlite_url,
+            env={"PREDEV_API_KEY": key} if key else None,
+            extra=("--not-found-grace", "0.2"),
+        )
+        services.append(service)
+        service.wait_for(READY)
+        return service
+
+    wrong = worker("worker-other-account", key="another-accounts-key")
+    args = _watch_args(temporal_address, task_queue, sqlite_url, ids_file, "--shards", "3")
+    assert watch_main(args) == 3
+    failed = capsys.readouterr().err
+    assert "this key owns none of these runs" in failed
+    assert "another-accounts-key" not in failed
+    assert asyncio.run(_count(sqlite_url, ids))[0] == 0
+    wrong.stop()
+
+    worker("worker-right-account")
+    assert watch_main(args) == 0
+    assert f"done: every one of {len(ids)} ids is stored" in capsys.readouterr().out
+    count, stored = asyncio.run(_count(sqlite_url, ids))
+    assert count == len(ids)
+    assert stored == set(ids)

@@ -23,6 +23,7 @@ from asyncclient.temporal import (
     SQLiteSink,
     StoredBy,
     open_sink,
+    plan_batch,
     sink_name,
 )
 
@@ -142,6 +143,35 @@ async def test_an_error_is_stored_with_its_type_and_status(sink: Sink) -> None:
     assert await sink.get(_ids(2)[1]) is None
 
 
+async def test_an_error_is_not_a_result_and_a_final_answer_replaces_it(sink: Sink) -> None:
+    """A watch error is not "stored" for has(); the run's final answer replaces it, once, and
+    an error never replaces a final answer."""
+    errored, finished = _ids(2, seed=7)
+    error = NotFoundError(status=404, method="GET", path="/browser-agent/x", message="gone")
+    later = StoredBy("batch-2", 0, 1, "w2")
+    assert await sink.store_many(
+        [RunResult.from_error(errored, error), _result(finished)], by=BY
+    ) == {errored, finished}
+    assert await sink.has([errored, finished]) == {finished}
+    assert await sink.has([errored, finished], errors=True) == {errored, finished}
+
+    assert await sink.store(RunResult.from_error(errored, error), by=later) is False
+    assert await sink.store_many([_result(errored), _result(finished, "failed")], by=later) == {
+        errored
+    }
+    assert await sink.store(_result(errored, "failed"), by=later) is False
+    assert await sink.store(RunResult.from_error(finished, error), by=later) is False
+
+    assert await sink.has([errored, finished]) == {errored, finished}
+    replaced = await sink.get(errored)
+    assert replaced is not None
+    assert (replaced.status, replaced.stored_by) == ("completed", later)
+    kept = await sink.get(finished)
+    assert kept is not None
+    assert (kept.status, kept.stored_by) == ("completed", BY)
+    assert await sink.count() == 2
+
+
 async def test_attempts_are_recorded_once_each_in_order(sink: Sink) -> None:
     """Each activity attempt is recorded once, even if recorded twice; read back in order."""
     second = AttemptRecord("b" * 32, 1, 2, "w2", already_stored=5, resumed_stored=4)
@@ -242,3 +272,36 @@ def test_an_unknown_sink_url_is_refused_without_showing_secrets(url: str) -> Non
     assert "secret" not in str(caught.value)
     with pytest.raises(SinkError):
         sink_name(url)
+
+
+async def test_two_urls_for_one_database_are_one_sink_and_one_batch(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """The sink's identity lives in the database: localhost and 127.0.0.1 reach one sink, so
+    a batch started through either is the same batch; another database is another sink."""
+    spelled = postgres_url.replace("@127.0.0.1:", "@localhost:")
+    assert spelled != postgres_url
+    ids_file = tmp_path / "ids.txt"
+    ids_file.write_text("\n".join(_ids(20)) + "\n")
+    async with open_sink(postgres_url) as first, open_sink(spelled) as second:
+        assert first.name != second.name
+        assert first.identity is not None
+        assert first.identity == second.identity
+        a = plan_batch(ids_file, shards=2, sink=first.identity)
+        b = plan_batch(ids_file, shards=2, sink=second.identity)
+        assert a.batch_id == b.batch_id
+    async with (
+        open_sink(postgres_url) as again,
+        open_sink(f"sqlite:///{tmp_path / 'x.db'}") as other,
+    ):
+        assert again.identity == first.identity
+        assert other.identity not in (None, first.identity)
+
+
+async def test_a_batch_ids_are_loaded_once_by_shard_and_read_back_by_shard(sink: Sink) -> None:
+    """load_ids stores each shard's ids once per batch; shard_ids reads one shard, in order."""
+    shards = [_ids(3, seed=1), [], _ids(2, seed=2)]
+    assert await sink.load_ids("batch-x", shards)
+    assert not await sink.load_ids("batch-x", [_ids(1, seed=3)])
+    assert [await sink.shard_ids("batch-x", index) for index in range(3)] == shards
+    assert await sink.shard_ids("batch-y", 0) == []

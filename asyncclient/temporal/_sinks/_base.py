@@ -6,6 +6,7 @@ docstring; each backend lives in a module of its own.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -124,6 +125,13 @@ class Sink(Protocol):
         """The sink's URL without its password."""
         ...
 
+    @property
+    def identity(self) -> str | None:
+        """The sink's identity: a random id stored in the database itself (a row created on
+        its first open), so every URL that reaches one database names one sink, and batches
+        are keyed by it. ``None`` until the sink is opened."""
+        ...
+
     async def open(self) -> None:
         """Connect and create the tables if missing. Raises :class:`SinkError`."""
         ...
@@ -148,17 +156,45 @@ class Sink(Protocol):
     async def store_many(self, results: Sequence[RunResult], *, by: StoredBy) -> set[str]:
         """Store results, in one transaction, each unless its run is stored already.
 
+        A final answer (``completed``, ``failed``) is stored once and never replaced. A watch
+        error (status ``error``) is kept apart from them: it never replaces anything, and a
+        final answer for its run replaces it (and counts as stored by that call).
+
         Returns:
             The ids this call stored; the others were stored before (by anyone).
         """
         ...
 
-    async def has(self, run_ids: Iterable[str]) -> set[str]:
-        """Which of ``run_ids`` are stored."""
+    async def has(self, run_ids: Iterable[str], *, errors: bool = False) -> set[str]:
+        """Which of ``run_ids`` hold a final answer (``completed`` or ``failed``).
+
+        A watch error is not a result: it is not "stored" for a later attempt, batch or
+        re-run, which watch its run again.
+
+        Args:
+            run_ids: the ids to look up.
+            errors: also count the ids stored as watch errors.
+        """
         ...
 
     async def count(self, *, batch_id: str | None = None) -> int:
         """How many results are stored (by ``batch_id`` only, if given)."""
+        ...
+
+    async def load_ids(self, batch_id: str, shards: Sequence[Sequence[str]]) -> bool:
+        """Load a batch's ids, shard by shard, into ``predev_batch_ids`` (once per batch).
+
+        Args:
+            batch_id: the batch.
+            shards: the ids of each shard, by shard index.
+
+        Returns:
+            True if this call loaded them; False if the batch's ids were there already.
+        """
+        ...
+
+    async def shard_ids(self, batch_id: str, shard: int) -> list[str]:
+        """The ids of one shard of a batch, as :meth:`load_ids` loaded them (in order)."""
         ...
 
     async def get(self, run_id: str) -> StoredResult | None:
@@ -223,6 +259,11 @@ def attempt_record(row: Sequence[Any], started_at: datetime) -> AttemptRecord:
         resumed_stored=row[5],
         started_at=started_at,
     )
+
+
+def new_identity() -> str:
+    """A fresh sink identity (kept only if the database has none yet)."""
+    return "sink-" + uuid.uuid4().hex
 
 
 def utc_now() -> datetime:

@@ -17,6 +17,7 @@ from ._base import (
     StoredResult,
     attempt_record,
     distinct,
+    new_identity,
     utc_now,
 )
 
@@ -51,6 +52,18 @@ _POSTGRES_SCHEMA = (
         resumed_stored integer NOT NULL,
         PRIMARY KEY (batch_id, shard, attempt)
     )""",
+    "CREATE TABLE IF NOT EXISTS predev_sink (id text PRIMARY KEY)",
+    """
+    CREATE TABLE IF NOT EXISTS predev_batch_ids (
+        batch_id text NOT NULL,
+        shard integer NOT NULL,
+        position integer NOT NULL,
+        run_id text NOT NULL,
+        PRIMARY KEY (batch_id, shard, position)
+    )""",
+)
+_POSTGRES_IDENTITY = (
+    "INSERT INTO predev_sink (id) SELECT %s WHERE NOT EXISTS (SELECT 1 FROM predev_sink)"
 )
 # Concurrent CREATE TABLE IF NOT EXISTS can still collide in the catalog: workers starting
 # together take this lock first.
@@ -60,7 +73,12 @@ _POSTGRES_INSERT = """
     SELECT r, s, b::json, %(batch_id)s, %(shard)s, %(attempt)s, %(worker)s
     FROM unnest(%(ids)s::text[], %(statuses)s::text[], %(bodies)s::text[]) AS t(r, s, b)
     ORDER BY r
-    ON CONFLICT (run_id) DO NOTHING
+    ON CONFLICT (run_id) DO UPDATE SET
+        status = excluded.status, body = excluded.body, stored_at = now(),
+        batch_id = excluded.batch_id, shard = excluded.shard, attempt = excluded.attempt,
+        worker = excluded.worker
+    -- Only a final answer replaces a watch error; nothing replaces a final answer.
+    WHERE predev_results.status = 'error' AND excluded.status <> 'error'
     RETURNING run_id
 """
 
@@ -83,6 +101,7 @@ class PostgresSink(SinkBase):
         self._max_connections = max_connections
         self._timeout = timeout
         self._pool: AsyncConnectionPool[AsyncConnection[TupleRow]] | None = None
+        self._identity: str | None = None
 
     def __repr__(self) -> str:
         return f"<PostgresSink {self.name!r}>"
@@ -91,6 +110,11 @@ class PostgresSink(SinkBase):
     def name(self) -> str:
         """The connection URL without its password."""
         return redact_conninfo(self._conninfo)
+
+    @property
+    def identity(self) -> str | None:
+        """The sink's identity, stored in the database (see :attr:`Sink.identity`)."""
+        return self._identity
 
     async def open(self) -> None:
         """Connect and create the tables if missing (see :meth:`Sink.open`)."""
@@ -118,6 +142,11 @@ class PostgresSink(SinkBase):
                 await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
                 for statement in _POSTGRES_SCHEMA:
                     await conn.execute(statement)
+                await conn.execute(_POSTGRES_IDENTITY, (new_identity(),))
+                cursor = await conn.execute("SELECT id FROM predev_sink")
+                row = await cursor.fetchone()
+                assert row is not None
+                self._identity = str(row[0])
         except (psycopg.Error, OSError) as exc:
             await pool.close()
             raise SinkError(f"{self.name}: {exc}") from exc
@@ -178,15 +207,16 @@ class PostgresSink(SinkBase):
             return {row[0] for row in stored}
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def has(self, run_ids: Iterable[str]) -> set[str]:
-        """Which of ``run_ids`` are stored (see :meth:`Sink.has`)."""
+    async def has(self, run_ids: Iterable[str], *, errors: bool = False) -> set[str]:
+        """Which of ``run_ids`` hold a final answer (or any row, with ``errors``)
+        (see :meth:`Sink.has`)."""
         ids = list(dict.fromkeys(run_ids))
+        query = "SELECT run_id FROM predev_results WHERE run_id = ANY(%s::text[])"
+        if not errors:
+            query += " AND status <> 'error'"
         found: set[str] = set()
         for start in range(0, len(ids), CHUNK):
-            rows = await self._fetch(
-                "SELECT run_id FROM predev_results WHERE run_id = ANY(%s::text[])",
-                (ids[start : start + CHUNK],),
-            )
+            rows = await self._fetch(query, (ids[start : start + CHUNK],))
             found.update(row[0] for row in rows)
         return found
 
@@ -200,6 +230,39 @@ class PostgresSink(SinkBase):
                 (batch_id,),
             )
         return int(rows[0][0])
+
+    async def load_ids(self, batch_id: str, shards: Sequence[Sequence[str]]) -> bool:
+        """Load a batch's ids by shard, once (see :meth:`Sink.load_ids`)."""
+        import psycopg
+
+        pool = self._checked_pool()
+        try:
+            async with pool.connection() as conn, conn.transaction():
+                # One loader per batch: another watch of the same batch waits, then finds it.
+                await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (batch_id,))
+                cursor = await conn.execute(
+                    "SELECT 1 FROM predev_batch_ids WHERE batch_id = %s LIMIT 1", (batch_id,)
+                )
+                if await cursor.fetchone() is not None:
+                    return False
+                async with conn.cursor().copy(
+                    "COPY predev_batch_ids (batch_id, shard, position, run_id) FROM STDIN"
+                ) as copy:
+                    for index, ids in enumerate(shards):
+                        for position, run_id in enumerate(ids):
+                            await copy.write_row((batch_id, index, position, run_id))
+        except psycopg.Error as exc:
+            raise SinkError(f"{self.name}: {exc}") from exc
+        return True
+
+    async def shard_ids(self, batch_id: str, shard: int) -> list[str]:
+        """The ids of one shard, as loaded (see :meth:`Sink.shard_ids`)."""
+        rows = await self._fetch(
+            "SELECT run_id FROM predev_batch_ids WHERE batch_id = %s AND shard = %s "
+            "ORDER BY position",
+            (batch_id, shard),
+        )
+        return [row[0] for row in rows]
 
     async def get(self, run_id: str) -> StoredResult | None:
         """The stored result of one run, or ``None`` (see :meth:`Sink.get`)."""

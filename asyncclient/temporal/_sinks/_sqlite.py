@@ -22,6 +22,7 @@ from ._base import (
     StoredResult,
     attempt_record,
     distinct,
+    new_identity,
     utc_now,
 )
 
@@ -50,15 +51,34 @@ CREATE TABLE IF NOT EXISTS predev_attempts (
     resumed_stored INTEGER NOT NULL,
     PRIMARY KEY (batch_id, shard, attempt)
 );
+CREATE TABLE IF NOT EXISTS predev_sink (
+    id TEXT PRIMARY KEY
+);
+CREATE TABLE IF NOT EXISTS predev_batch_ids (
+    batch_id TEXT NOT NULL,
+    shard INTEGER NOT NULL,
+    position INTEGER NOT NULL,
+    run_id TEXT NOT NULL,
+    PRIMARY KEY (batch_id, shard, position)
+);
 """
+_SQLITE_IDENTITY = (
+    "INSERT INTO predev_sink (id) SELECT ? WHERE NOT EXISTS (SELECT 1 FROM predev_sink)"
+)
 _SQLITE_INSERT = (
     "INSERT INTO predev_results "
     "(run_id, status, body, stored_at, batch_id, shard, attempt, worker) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id) DO NOTHING"
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id) DO UPDATE SET "
+    "status = excluded.status, body = excluded.body, stored_at = excluded.stored_at, "
+    "batch_id = excluded.batch_id, shard = excluded.shard, attempt = excluded.attempt, "
+    "worker = excluded.worker "
+    # Only a final answer replaces a watch error; nothing replaces a final answer.
+    "WHERE predev_results.status = 'error' AND excluded.status <> 'error'"
 )
 
 
 _SQLITE_HAS = "SELECT run_id FROM predev_results WHERE run_id IN (SELECT value FROM json_each(?))"
+_SQLITE_FINAL = " AND status <> 'error'"
 
 
 class SQLiteSink(SinkBase):
@@ -79,6 +99,7 @@ class SQLiteSink(SinkBase):
         self._path = str(Path(path).resolve())
         self._timeout = timeout
         self._conn: sqlite3.Connection | None = None
+        self._identity: str | None = None
         self._limiter: anyio.CapacityLimiter | None = None
 
     def __repr__(self) -> str:
@@ -88,6 +109,11 @@ class SQLiteSink(SinkBase):
     def name(self) -> str:
         """``sqlite:///`` and the absolute path of the file."""
         return "sqlite:///" + self._path
+
+    @property
+    def identity(self) -> str | None:
+        """The sink's identity, stored in the database (see :attr:`Sink.identity`)."""
+        return self._identity
 
     @property
     def path(self) -> str:
@@ -122,6 +148,8 @@ class SQLiteSink(SinkBase):
             for statement in _SQLITE_SCHEMA.split(";"):
                 if statement.strip():
                     conn.execute(statement)
+            conn.execute(_SQLITE_IDENTITY, (new_identity(),))
+            self._identity = conn.execute("SELECT id FROM predev_sink").fetchone()[0]
             conn.execute("COMMIT")
         except BaseException:
             conn.close()
@@ -176,19 +204,21 @@ class SQLiteSink(SinkBase):
             raise
         return stored
 
-    async def has(self, run_ids: Iterable[str]) -> set[str]:
-        """Which of ``run_ids`` are stored (see :meth:`Sink.has`)."""
+    async def has(self, run_ids: Iterable[str], *, errors: bool = False) -> set[str]:
+        """Which of ``run_ids`` hold a final answer (or any row, with ``errors``)
+        (see :meth:`Sink.has`)."""
         ids = list(dict.fromkeys(run_ids))
         if not ids:
             return set()
-        return await self._run(self._has, ids)
+        return await self._run(self._has, ids, errors)
 
-    def _has(self, ids: list[str]) -> set[str]:
+    def _has(self, ids: list[str], errors: bool) -> set[str]:
         conn = self._db()
+        query = _SQLITE_HAS if errors else _SQLITE_HAS + _SQLITE_FINAL
         found: set[str] = set()
         for start in range(0, len(ids), CHUNK):
             chunk = msgspec.json.encode(ids[start : start + CHUNK]).decode()
-            found.update(row[0] for row in conn.execute(_SQLITE_HAS, (chunk,)))
+            found.update(row[0] for row in conn.execute(query, (chunk,)))
         return found
 
     async def count(self, *, batch_id: str | None = None) -> int:
@@ -203,6 +233,44 @@ class SQLiteSink(SinkBase):
             query = "SELECT count(*) FROM predev_results WHERE batch_id = ?"
             row = conn.execute(query, (batch_id,)).fetchone()
         return int(row[0])
+
+    async def load_ids(self, batch_id: str, shards: Sequence[Sequence[str]]) -> bool:
+        """Load a batch's ids by shard, once (see :meth:`Sink.load_ids`)."""
+        return await self._run(self._load_ids, batch_id, shards)
+
+    def _load_ids(self, batch_id: str, shards: Sequence[Sequence[str]]) -> bool:
+        conn = self._db()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            query = "SELECT 1 FROM predev_batch_ids WHERE batch_id = ? LIMIT 1"
+            if conn.execute(query, (batch_id,)).fetchone() is not None:
+                conn.execute("ROLLBACK")
+                return False
+            conn.executemany(
+                "INSERT INTO predev_batch_ids (batch_id, shard, position, run_id) "
+                "VALUES (?, ?, ?, ?)",
+                (
+                    (batch_id, index, position, run_id)
+                    for index, ids in enumerate(shards)
+                    for position, run_id in enumerate(ids)
+                ),
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return True
+
+    async def shard_ids(self, batch_id: str, shard: int) -> list[str]:
+        """The ids of one shard, as loaded (see :meth:`Sink.shard_ids`)."""
+        return await self._run(self._shard_ids, batch_id, shard)
+
+    def _shard_ids(self, batch_id: str, shard: int) -> list[str]:
+        query = (
+            "SELECT run_id FROM predev_batch_ids WHERE batch_id = ? AND shard = ? ORDER BY position"
+        )
+        return [row[0] for row in self._db().execute(query, (batch_id, shard))]
 
     async def get(self, run_id: str) -> StoredResult | None:
         """The stored result of one run, or ``None`` (see :meth:`Sink.get`)."""
