@@ -30,15 +30,16 @@ pytestmark = pytest.mark.anyio
 
 # The subprocess turns warnings into errors too, so an unclosed session shows up on stderr.
 PYTHON = (sys.executable, "-W", "error", "-m", "asyncclient")
-# Polling and retrying at 1/100 of the production delays: first poll after 10 ms, 404 grace 0.1 s.
-FAST = ("--delay-scale", "0.01")
+# The CLI's one testing switch: polling and retrying at 1/100 of the production delays (first
+# poll after 10 ms, 404 grace 0.1 s, --max-outage scaled alike). Every subprocess gets it.
+FAST = {"ASYNCCLIENT_TESTING_DELAY_SCALE": "0.01"}
 MISSING_ID = "0123456789abcdef01234567"
 
 
 def _env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREDEV_")}
     env["COLUMNS"] = "200"
-    return env
+    return env | FAST
 
 
 def _api(server: EmulatorServer, key: str | None = None) -> tuple[str, ...]:
@@ -204,7 +205,7 @@ async def test_watch_writes_a_line_per_run_and_exits_0_when_all_completed(
     stdin = f"# my runs\n{ids[0]}\n\n{ids[1]}  # second\n{ids[2]}\n{ids[0]}\n".encode()
     out = tmp_path / "results.jsonl"
     result = await _cli(
-        "runs", "watch", "--ids-file", "-", "--out", str(out), *FAST, *_api(server), stdin=stdin
+        "runs", "watch", "--ids-file", "-", "--out", str(out), *_api(server), stdin=stdin
     )
     assert result.returncode == 0, result.stderr
     assert "watched 3 runs: 3 completed" in _clean(result.stderr)
@@ -227,7 +228,7 @@ async def test_watch_keeps_under_max_requests_per_second(
     emulator.list_rows = "stub"  # no list page settles a run: each takes its paced GET
     out = tmp_path / "results.jsonl"
     result = await _cli(
-        "runs", "watch", *ids, "--out", str(out), "--max-requests-per-second", "8", *FAST,
+        "runs", "watch", *ids, "--out", str(out), "--max-requests-per-second", "8",
         *_api(server),
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
@@ -246,7 +247,7 @@ async def test_watch_exits_1_when_a_run_failed_or_is_not_found(
     done = emulator.create_run(tasks=[_plan(1.0)])
     failed = emulator.create_run(tasks=[_plan(1.0), _plan(2.0)], fail_with="Run aborted: test")
     clock.advance(3.0)
-    result = await _cli("runs", "watch", done, failed, MISSING_ID, "-q", *FAST, *_api(server))
+    result = await _cli("runs", "watch", done, failed, MISSING_ID, "-q", *_api(server))
     assert result.returncode == 1, result.stderr
     assert result.stderr == b""  # --quiet
     lines = {line["runId"]: line for line in map(json.loads, result.stdout.splitlines())}
@@ -276,7 +277,7 @@ async def test_resume_after_a_kill_records_every_run_exactly_once(
     ids_file = tmp_path / "ids.txt"
     ids_file.write_text("\n".join(ids) + "\n")
     out = tmp_path / "results.jsonl"
-    argv = ("runs", "watch", "--ids-file", str(ids_file), "--out", str(out), *FAST, *_api(server))
+    argv = ("runs", "watch", "--ids-file", str(ids_file), "--out", str(out), *_api(server))
     async with await anyio.open_process([*PYTHON, *argv], env=_env()) as process:
         clock.advance(3.5)  # runs 1..3 finish; 4..6 keep processing
         await _wait_for_lines(out, 3)
@@ -313,7 +314,7 @@ async def test_ctrl_c_exits_130_and_leaves_only_whole_lines(
     ids = [emulator.create_run(tasks=[_plan(float(n))]) for n in range(1, 5)]
     out = tmp_path / "results.jsonl"
     stderr_path = tmp_path / "stderr.txt"
-    argv = [*PYTHON, "runs", "watch", *ids, "--out", str(out), *FAST, *_api(server)]
+    argv = [*PYTHON, "runs", "watch", *ids, "--out", str(out), *_api(server)]
     with stderr_path.open("wb") as stderr:
         async with await anyio.open_process(argv, env=_env(), stderr=stderr) as process:
             clock.advance(2.5)
@@ -336,7 +337,7 @@ async def test_watch_with_events_records_each_task_timeline(
     """`--events` puts every task's event timeline in the recorded run."""
     run_id = emulator.create_run(tasks=[_plan(1.0), _plan(2.0, "LOOP")])
     clock.advance(3.0)
-    result = await _cli("runs", "watch", run_id, "--events", "-q", *FAST, *_api(server))
+    result = await _cli("runs", "watch", run_id, "--events", "-q", *_api(server))
     assert result.returncode == 0, result.stderr
     (line,) = [json.loads(line) for line in result.stdout.splitlines()]
     wire = await _wire(server, f"/browser-agent/{run_id}?includeEvents=true")
@@ -365,7 +366,7 @@ async def test_progress_is_drawn_only_on_a_terminal(
     ids = [emulator.create_run(tasks=[_plan(1.0)]) for _ in range(3)]
     clock.advance(2.0)
     out = tmp_path / "results.jsonl"
-    argv = [*PYTHON, "runs", "watch", *ids, "--out", str(out), *options, *FAST, *_api(server)]
+    argv = [*PYTHON, "runs", "watch", *ids, "--out", str(out), *options, *_api(server)]
     controller, terminal = pty.openpty()
     try:
         async with await anyio.open_process(
@@ -400,12 +401,14 @@ async def test_progress_is_drawn_only_on_a_terminal(
             ("runs", "watch", "--ids-file", "{ids}"), "ids.txt, line 3: 'nope'", id="bad-line"
         ),
         pytest.param(
-            ("runs", "watch", "--ids-file", "{missing}"), "cannot read ids file", id="no-file"
+            ("runs", "watch", "--ids-file", "{missing}"),
+            "Invalid value for '--ids-file'",
+            id="no-file",
         ),
         pytest.param(("runs", "watch"), "no runs to watch", id="no-ids"),
         pytest.param(("runs", "watch", MISSING_ID, "--resume"), "--resume needs", id="resume"),
-        pytest.param(("runs", "list", "--limit", "0"), "must be 1 or more", id="argparse"),
-        pytest.param(("runs", "frobnicate"), "invalid choice", id="unknown-command"),
+        pytest.param(("runs", "list", "--limit", "0"), "0 is not in the range x>=1", id="click"),
+        pytest.param(("runs", "frobnicate"), "No such command 'frobnicate'", id="unknown-command"),
     ],
 )
 async def test_usage_errors_exit_2_with_one_line(
@@ -450,7 +453,7 @@ async def test_a_refused_or_missing_key_exits_3(
         pytest.param(("runs", "get", MISSING_ID), id="get"),
         # --max-outage 10 s, scaled like every delay: a tenth of a second of riding it out.
         pytest.param(
-            ("runs", "watch", MISSING_ID, "--out", "{out}", "--max-outage", "10", *FAST),
+            ("runs", "watch", MISSING_ID, "--out", "{out}", "--max-outage", "10"),
             id="watch",
         ),
     ],
