@@ -23,7 +23,7 @@ import anyio
 import msgspec
 import pytest
 
-from asyncclient import Client, Run
+from asyncclient import Client, Run, __version__
 from asyncclient.testing import Emulator, EmulatorServer, ManualClock, TaskPlan
 
 pytestmark = pytest.mark.anyio
@@ -529,3 +529,48 @@ async def test_demo_watches_every_run_and_prints_the_summary() -> None:
         assert rows[label]
     assert float(rows["watch requests per run"]) >= 1.0
     assert rows["wall time"].endswith(" s")
+
+
+# -- the program -----------------------------------------------------------------------------
+
+
+async def test_help_and_version_need_no_command() -> None:
+    """`--help` lists every command group and `--version` prints the installed version."""
+    help_text = await _cli("--help")
+    assert help_text.returncode == 0
+    for command in ("runs", "emulator", "demo", "temporal"):
+        assert f"  {command} " in help_text.stdout.decode()
+    version = await _cli("--version")
+    assert (version.returncode, version.stdout.decode()) == (0, f"asyncclient {__version__}\n")
+    missing = await _cli()
+    assert missing.returncode == 2
+    assert _clean(missing.stderr).startswith("asyncclient: error: Missing command")
+
+
+async def test_runs_commands_do_not_import_the_emulator(server: EmulatorServer) -> None:
+    """`runs get` loads neither the emulator nor aiohttp's server: those are for `emulator`."""
+    probe = (
+        "import sys; from asyncclient._cli import main; "
+        f"code = main(['runs', 'get', {MISSING_ID!r}, *sys.argv[1:]]); "
+        "print(code, sorted(m for m in sys.modules "
+        "if m.startswith('asyncclient.testing') or m == 'aiohttp.web'))"
+    )
+    with anyio.fail_after(30):
+        result = await anyio.run_process(
+            [sys.executable, "-W", "error", "-c", probe, *_api(server)], check=False, env=_env()
+        )
+    assert result.stdout.decode().split(None, 1) == ["1", "[]\n"]
+
+
+async def test_a_bad_testing_delay_scale_is_a_usage_error(server: EmulatorServer) -> None:
+    """A malformed ASYNCCLIENT_TESTING_DELAY_SCALE is exit 2 with one line, before any request."""
+    env = _env() | {"ASYNCCLIENT_TESTING_DELAY_SCALE": "fast"}
+    with anyio.fail_after(30):
+        result = await anyio.run_process(
+            [*PYTHON, "runs", "watch", MISSING_ID, *_api(server)], check=False, env=env
+        )
+    assert result.returncode == 2
+    assert _clean(result.stderr) == (
+        "asyncclient: error: ASYNCCLIENT_TESTING_DELAY_SCALE must be a positive number, "
+        "got 'fast'\n"
+    )
