@@ -62,11 +62,18 @@ The API key and base URL come from --api-key/--base-url or $PREDEV_API_KEY/$PRED
 class _LazyGroup(click.Group):
     """A group whose heavier commands are imported only when named (their help is listed here)."""
 
-    def __init__(
-        self, *args: object, lazy: Mapping[str, tuple[str, str]], **kwargs: object
-    ) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        self._lazy = lazy  # name -> (module:attribute, short help)
+    # name -> (module:attribute, the short help listed by --help without importing the module)
+    _lazy: Mapping[str, tuple[str, str]] = {
+        "demo": ("._demo:demo", "Watch a few hundred emulated runs with the real client."),
+        "emulator": (
+            "._forward:emulator",
+            "Serve the API emulator locally (see: asyncclient emulator --help).",
+        ),
+        "temporal": (
+            "._forward:temporal",
+            "Scale out on Temporal: temporal worker|watch (needs the temporal extra).",
+        ),
+    }
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted([*super().list_commands(ctx), *self._lazy])
@@ -91,17 +98,6 @@ class _LazyGroup(click.Group):
 
 @click.group(
     cls=_LazyGroup,
-    lazy={
-        "demo": ("._demo:demo", "Watch a few hundred emulated runs with the real client."),
-        "emulator": (
-            "._forward:emulator",
-            "Serve the API emulator locally (see: asyncclient emulator --help).",
-        ),
-        "temporal": (
-            "._forward:temporal",
-            "Scale out on Temporal: temporal worker|watch (needs the temporal extra).",
-        ),
-    },
     epilog=_EPILOG,
     no_args_is_help=False,
     context_settings={"help_option_names": ["-h", "--help"]},
