@@ -15,7 +15,7 @@ import sys
 from collections.abc import AsyncIterable, AsyncIterator, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import IO, Literal
+from typing import IO, Literal, TypeVar
 
 import click
 import msgspec
@@ -47,6 +47,8 @@ __all__ = [
     "scaled_retry",
     "testing_delay_scale",
 ]
+
+_Policy = TypeVar("_Policy", PollPolicy, RetryPolicy)
 
 TESTING_DELAY_SCALE_ENV = "ASYNCCLIENT_TESTING_DELAY_SCALE"
 """For tests only: a factor on every polling and retry delay of ``runs`` commands (default 1)."""
@@ -142,24 +144,17 @@ def _checked_id(run_id: str, where: str | None = None) -> str:
 
 def scaled_retry(scale: float) -> RetryPolicy:
     """The default retry policy with every delay multiplied by ``scale``."""
-    base = RetryPolicy()
-    return replace(
-        base,
-        initial_delay=base.initial_delay * scale,
-        max_delay=base.max_delay * scale,
-        max_retry_after=base.max_retry_after * scale,
-    )
+    return _scaled(RetryPolicy(), scale, ("initial_delay", "max_delay", "max_retry_after"))
 
 
 def scaled_policy(scale: float) -> PollPolicy:
     """The default polling policy with every duration multiplied by ``scale``."""
-    base = PollPolicy()
-    return replace(
-        base,
-        initial_delay=base.initial_delay * scale,
-        max_delay=base.max_delay * scale,
-        not_found_grace=base.not_found_grace * scale,
-    )
+    return _scaled(PollPolicy(), scale, ("initial_delay", "max_delay", "not_found_grace"))
+
+
+def _scaled(policy: _Policy, scale: float, names: tuple[str, ...]) -> _Policy:
+    """``policy`` with the fields ``names`` (its defaults) multiplied by ``scale``."""
+    return replace(policy, **{name: getattr(policy, name) * scale for name in names})
 
 
 async def _get(
