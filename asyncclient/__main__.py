@@ -1,4 +1,4 @@
-"""``python -m asyncclient`` and the ``asyncclient`` console script: see ``_cli.py``."""
+"""``python -m asyncclient`` and the ``asyncclient`` console script: see ``_cli/``."""
 
 from __future__ import annotations
 

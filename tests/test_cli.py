@@ -23,22 +23,23 @@ import anyio
 import msgspec
 import pytest
 
-from asyncclient import Client, Run
+from asyncclient import Client, Run, __version__
 from asyncclient.testing import Emulator, EmulatorServer, ManualClock, TaskPlan
 
 pytestmark = pytest.mark.anyio
 
 # The subprocess turns warnings into errors too, so an unclosed session shows up on stderr.
 PYTHON = (sys.executable, "-W", "error", "-m", "asyncclient")
-# Polling and retrying at 1/100 of the production delays: first poll after 10 ms, 404 grace 0.1 s.
-FAST = ("--delay-scale", "0.01")
+# The CLI's one testing switch: polling and retrying at 1/100 of the production delays (first
+# poll after 10 ms, 404 grace 0.1 s, --max-outage scaled alike). Every subprocess gets it.
+FAST = {"ASYNCCLIENT_TESTING_DELAY_SCALE": "0.01"}
 MISSING_ID = "0123456789abcdef01234567"
 
 
 def _env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREDEV_")}
     env["COLUMNS"] = "200"
-    return env
+    return env | FAST
 
 
 def _api(server: EmulatorServer, key: str | None = None) -> tuple[str, ...]:
@@ -204,7 +205,7 @@ async def test_watch_writes_a_line_per_run_and_exits_0_when_all_completed(
     stdin = f"# my runs\n{ids[0]}\n\n{ids[1]}  # second\n{ids[2]}\n{ids[0]}\n".encode()
     out = tmp_path / "results.jsonl"
     result = await _cli(
-        "runs", "watch", "--ids-file", "-", "--out", str(out), *FAST, *_api(server), stdin=stdin
+        "runs", "watch", "--ids-file", "-", "--out", str(out), *_api(server), stdin=stdin
     )
     assert result.returncode == 0, result.stderr
     assert "watched 3 runs: 3 completed" in _clean(result.stderr)
@@ -227,7 +228,7 @@ async def test_watch_keeps_under_max_requests_per_second(
     emulator.list_rows = "stub"  # no list page settles a run: each takes its paced GET
     out = tmp_path / "results.jsonl"
     result = await _cli(
-        "runs", "watch", *ids, "--out", str(out), "--max-requests-per-second", "8", *FAST,
+        "runs", "watch", *ids, "--out", str(out), "--max-requests-per-second", "8",
         *_api(server),
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
@@ -246,7 +247,7 @@ async def test_watch_exits_1_when_a_run_failed_or_is_not_found(
     done = emulator.create_run(tasks=[_plan(1.0)])
     failed = emulator.create_run(tasks=[_plan(1.0), _plan(2.0)], fail_with="Run aborted: test")
     clock.advance(3.0)
-    result = await _cli("runs", "watch", done, failed, MISSING_ID, "-q", *FAST, *_api(server))
+    result = await _cli("runs", "watch", done, failed, MISSING_ID, "-q", *_api(server))
     assert result.returncode == 1, result.stderr
     assert result.stderr == b""  # --quiet
     lines = {line["runId"]: line for line in map(json.loads, result.stdout.splitlines())}
@@ -276,7 +277,7 @@ async def test_resume_after_a_kill_records_every_run_exactly_once(
     ids_file = tmp_path / "ids.txt"
     ids_file.write_text("\n".join(ids) + "\n")
     out = tmp_path / "results.jsonl"
-    argv = ("runs", "watch", "--ids-file", str(ids_file), "--out", str(out), *FAST, *_api(server))
+    argv = ("runs", "watch", "--ids-file", str(ids_file), "--out", str(out), *_api(server))
     async with await anyio.open_process([*PYTHON, *argv], env=_env()) as process:
         clock.advance(3.5)  # runs 1..3 finish; 4..6 keep processing
         await _wait_for_lines(out, 3)
@@ -313,7 +314,7 @@ async def test_ctrl_c_exits_130_and_leaves_only_whole_lines(
     ids = [emulator.create_run(tasks=[_plan(float(n))]) for n in range(1, 5)]
     out = tmp_path / "results.jsonl"
     stderr_path = tmp_path / "stderr.txt"
-    argv = [*PYTHON, "runs", "watch", *ids, "--out", str(out), *FAST, *_api(server)]
+    argv = [*PYTHON, "runs", "watch", *ids, "--out", str(out), *_api(server)]
     with stderr_path.open("wb") as stderr:
         async with await anyio.open_process(argv, env=_env(), stderr=stderr) as process:
             clock.advance(2.5)
@@ -336,7 +337,7 @@ async def test_watch_with_events_records_each_task_timeline(
     """`--events` puts every task's event timeline in the recorded run."""
     run_id = emulator.create_run(tasks=[_plan(1.0), _plan(2.0, "LOOP")])
     clock.advance(3.0)
-    result = await _cli("runs", "watch", run_id, "--events", "-q", *FAST, *_api(server))
+    result = await _cli("runs", "watch", run_id, "--events", "-q", *_api(server))
     assert result.returncode == 0, result.stderr
     (line,) = [json.loads(line) for line in result.stdout.splitlines()]
     wire = await _wire(server, f"/browser-agent/{run_id}?includeEvents=true")
@@ -365,7 +366,7 @@ async def test_progress_is_drawn_only_on_a_terminal(
     ids = [emulator.create_run(tasks=[_plan(1.0)]) for _ in range(3)]
     clock.advance(2.0)
     out = tmp_path / "results.jsonl"
-    argv = [*PYTHON, "runs", "watch", *ids, "--out", str(out), *options, *FAST, *_api(server)]
+    argv = [*PYTHON, "runs", "watch", *ids, "--out", str(out), *options, *_api(server)]
     controller, terminal = pty.openpty()
     try:
         async with await anyio.open_process(
@@ -400,12 +401,14 @@ async def test_progress_is_drawn_only_on_a_terminal(
             ("runs", "watch", "--ids-file", "{ids}"), "ids.txt, line 3: 'nope'", id="bad-line"
         ),
         pytest.param(
-            ("runs", "watch", "--ids-file", "{missing}"), "cannot read ids file", id="no-file"
+            ("runs", "watch", "--ids-file", "{missing}"),
+            "Invalid value for '--ids-file'",
+            id="no-file",
         ),
         pytest.param(("runs", "watch"), "no runs to watch", id="no-ids"),
         pytest.param(("runs", "watch", MISSING_ID, "--resume"), "--resume needs", id="resume"),
-        pytest.param(("runs", "list", "--limit", "0"), "must be 1 or more", id="argparse"),
-        pytest.param(("runs", "frobnicate"), "invalid choice", id="unknown-command"),
+        pytest.param(("runs", "list", "--limit", "0"), "0 is not in the range x>=1", id="click"),
+        pytest.param(("runs", "frobnicate"), "No such command 'frobnicate'", id="unknown-command"),
     ],
 )
 async def test_usage_errors_exit_2_with_one_line(
@@ -450,7 +453,7 @@ async def test_a_refused_or_missing_key_exits_3(
         pytest.param(("runs", "get", MISSING_ID), id="get"),
         # --max-outage 10 s, scaled like every delay: a tenth of a second of riding it out.
         pytest.param(
-            ("runs", "watch", MISSING_ID, "--out", "{out}", "--max-outage", "10", *FAST),
+            ("runs", "watch", MISSING_ID, "--out", "{out}", "--max-outage", "10"),
             id="watch",
         ),
     ],
@@ -526,3 +529,48 @@ async def test_demo_watches_every_run_and_prints_the_summary() -> None:
         assert rows[label]
     assert float(rows["watch requests per run"]) >= 1.0
     assert rows["wall time"].endswith(" s")
+
+
+# -- the program -----------------------------------------------------------------------------
+
+
+async def test_help_and_version_need_no_command() -> None:
+    """`--help` lists every command group and `--version` prints the installed version."""
+    help_text = await _cli("--help")
+    assert help_text.returncode == 0
+    for command in ("runs", "emulator", "demo", "temporal"):
+        assert f"  {command} " in help_text.stdout.decode()
+    version = await _cli("--version")
+    assert (version.returncode, version.stdout.decode()) == (0, f"asyncclient {__version__}\n")
+    missing = await _cli()
+    assert missing.returncode == 2
+    assert _clean(missing.stderr).startswith("asyncclient: error: Missing command")
+
+
+async def test_runs_commands_do_not_import_the_emulator(server: EmulatorServer) -> None:
+    """`runs get` loads neither the emulator nor aiohttp's server: those are for `emulator`."""
+    probe = (
+        "import sys; from asyncclient._cli import main; "
+        f"code = main(['runs', 'get', {MISSING_ID!r}, *sys.argv[1:]]); "
+        "print(code, sorted(m for m in sys.modules "
+        "if m.startswith('asyncclient.testing') or m == 'aiohttp.web'))"
+    )
+    with anyio.fail_after(30):
+        result = await anyio.run_process(
+            [sys.executable, "-W", "error", "-c", probe, *_api(server)], check=False, env=_env()
+        )
+    assert result.stdout.decode().split(None, 1) == ["1", "[]\n"]
+
+
+async def test_a_bad_testing_delay_scale_is_a_usage_error(server: EmulatorServer) -> None:
+    """A malformed ASYNCCLIENT_TESTING_DELAY_SCALE is exit 2 with one line, before any request."""
+    env = _env() | {"ASYNCCLIENT_TESTING_DELAY_SCALE": "fast"}
+    with anyio.fail_after(30):
+        result = await anyio.run_process(
+            [*PYTHON, "runs", "watch", MISSING_ID, *_api(server)], check=False, env=env
+        )
+    assert result.returncode == 2
+    assert _clean(result.stderr) == (
+        "asyncclient: error: ASYNCCLIENT_TESTING_DELAY_SCALE must be a positive number, "
+        "got 'fast'\n"
+    )

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from asyncclient import _cli
+from asyncclient._cli import _exit, _loop, main
 
 MISSING_ID = "0123456789abcdef01234567"
 
@@ -50,7 +50,7 @@ def test_commands_run_on_uvloop_when_it_is_installed(monkeypatch: pytest.MonkeyP
     monkeypatch.delenv("ASYNCCLIENT_LOOP", raising=False)
     uvloop = _StandIn(monkeypatch)
     seen: list[str] = []
-    assert _cli._run(lambda: _command(seen)) == 7
+    assert _loop.run_command(lambda: _command(seen)) == 7
     assert uvloop.runs == 1
     assert len(seen) == 1
 
@@ -61,7 +61,7 @@ def test_asyncio_loop_can_be_forced(monkeypatch: pytest.MonkeyPatch, value: str)
     monkeypatch.setenv("ASYNCCLIENT_LOOP", value)
     uvloop = _StandIn(monkeypatch)
     seen: list[str] = []
-    assert _cli._run(lambda: _command(seen)) == 7
+    assert _loop.run_command(lambda: _command(seen)) == 7
     assert uvloop.runs == 0
     assert seen == ["asyncio.unix_events" if sys.platform != "win32" else "asyncio.windows_events"]
 
@@ -70,9 +70,9 @@ def test_without_uvloop_commands_run_on_asyncio(monkeypatch: pytest.MonkeyPatch)
     """Without the ``speed`` extra the default choice is asyncio's loop, silently."""
     monkeypatch.delenv("ASYNCCLIENT_LOOP", raising=False)
     monkeypatch.setitem(sys.modules, "uvloop", None)
-    assert _cli._event_loop_name() == "asyncio"
+    assert _loop.event_loop_name() == "asyncio"
     seen: list[str] = []
-    assert _cli._run(lambda: _command(seen)) == 7
+    assert _loop.run_command(lambda: _command(seen)) == 7
     assert len(seen) == 1
 
 
@@ -91,5 +91,5 @@ def test_bad_loop_choice_is_a_usage_error(
     monkeypatch.setitem(sys.modules, "uvloop", None)
     # Nothing listens on port 9: the command fails this way only if it never ran.
     argv = ["runs", "get", MISSING_ID, "--api-key", "k", "--base-url", "http://127.0.0.1:9"]
-    assert _cli.main(argv) == _cli.EXIT_USAGE
+    assert main(argv) == _exit.EXIT_USAGE
     assert message in capsys.readouterr().err

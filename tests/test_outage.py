@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import socket
 import subprocess
 import sys
@@ -533,12 +534,13 @@ async def test_cli_watch_rides_out_a_refused_outage(
     """`runs watch` through a 2-minute refused outage exits 0 with every run in the file once."""
     ids = make_runs(emulator, RUNS)
     out = tmp_path / "results.jsonl"
-    scale = 0.01  # the hidden --delay-scale: probes every 0.15 s, --max-outage 6 s
+    scale = 0.01  # the CLI's testing delay scale: probes every 0.15 s, --max-outage 6 s
     length = 2 * 60.0 * scale
-    argv = [*PYTHON, "runs", "watch", *ids, "--out", str(out), "--delay-scale", str(scale)]
+    argv = [*PYTHON, "runs", "watch", *ids, "--out", str(out)]
     argv += ["--base-url", server.base_url, "--api-key", KEY]
     with anyio.fail_after(30):
-        async with await anyio.open_process(argv, stderr=subprocess.PIPE) as process:
+        env = os.environ | {"ASYNCCLIENT_TESTING_DELAY_SCALE": str(scale)}
+        async with await anyio.open_process(argv, stderr=subprocess.PIPE, env=env) as process:
             while emulator.request_count < 3:  # it is watching (a scan or GETs, then more)
                 await anyio.sleep(0.02)
             emulator.faults.outage(length, form="refused")
