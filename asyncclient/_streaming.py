@@ -16,14 +16,16 @@ from types import TracebackType
 
 import msgspec
 
-from ._exceptions import APIConnectionError, PredevError, ResponseDecodeError, _error_for_code
+from ._exceptions import APIConnectionError, PredevError, ResponseDecodeError, make_status_error
 from ._models import (
     DoneEvent,
+    ErrorBody,
     Run,
     RunnerEvent,
     TaskEvent,
     TaskResult,
     TaskResultEvent,
+    error_body_decoder,
     run_decoder,
 )
 from ._sse import ServerSentEvent, SSEDecoder
@@ -49,17 +51,9 @@ class _TaskIndex(msgspec.Struct, rename="camel", gc=False):
     task_index: int
 
 
-class _ErrorEvent(msgspec.Struct, rename="camel", gc=False):
-    error: str | None = None
-    message: str | None = None
-    code: str | None = None
-    action_url: str | None = None
-
-
 _task_event_decoder = msgspec.json.Decoder(_TaskEventWire)
 _task_index_decoder = msgspec.json.Decoder(_TaskIndex)
 _task_result_decoder = msgspec.json.Decoder(TaskResult)
-_error_event_decoder = msgspec.json.Decoder(_ErrorEvent)
 
 
 class RunStream:
@@ -183,15 +177,7 @@ class RunStream:
     def _error(self, data: str) -> PredevError:
         body = data.encode()
         try:
-            parsed = _error_event_decoder.decode(body)
+            parsed = error_body_decoder.decode(body)
         except (msgspec.DecodeError, msgspec.ValidationError):
-            parsed = _ErrorEvent(error=data.strip()[:200] or None)
-        return _error_for_code(
-            parsed.code,
-            message=parsed.error or parsed.message or "the run failed",
-            action_url=parsed.action_url,
-            method="POST",
-            path=self._path,
-            status=200,
-            body=body,
-        )
+            parsed = ErrorBody(error=data.strip()[:200] or None)
+        return make_status_error(200, method="POST", path=self._path, body=parsed, raw=body)

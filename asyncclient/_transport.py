@@ -37,8 +37,9 @@ from ._exceptions import (
     PredevError,
     RateLimitError,
     ResponseDecodeError,
-    _status_error_class,
+    make_status_error,
 )
+from ._models import error_body_decoder
 from ._ratelimit import RateController
 from ._version import __version__
 
@@ -57,16 +58,6 @@ Body: TypeAlias = "bytes | bytearray"
 """A response body: ``bytes`` when small, one ``bytearray`` when large (decoded in place)."""
 _Answer: TypeAlias = "tuple[int, Mapping[str, str], Body, _T]"
 """What one attempt gives: status, headers, body (for errors), and what to return on a 2xx."""
-
-
-class _ErrorBody(msgspec.Struct, rename="camel"):
-    error: str | None = None
-    message: str | None = None
-    code: str | None = None
-    action_url: str | None = None
-
-
-_error_body_decoder = msgspec.json.Decoder(_ErrorBody)
 
 
 def body_head(body: Body) -> bytes:
@@ -522,35 +513,19 @@ class Transport:
     def _status_error(
         status: int, method: str, path: str, headers: Mapping[str, str], body: Body
     ) -> APIStatusError:
-        message: str | None = None
-        code = action_url = None
         try:
-            parsed = _error_body_decoder.decode(body)
+            parsed = error_body_decoder.decode(body)
         except (msgspec.DecodeError, msgspec.ValidationError):
             parsed = None
-        if parsed is not None:
-            message = parsed.error or parsed.message
-            code = parsed.code
-            action_url = parsed.action_url
-        if not message:
-            if 300 <= status < 400:
-                message = "unexpected redirect (redirects are not followed)"
-            else:
-                message = body[:120].decode("utf-8", errors="replace").strip() or f"HTTP {status}"
-        kwargs: dict[str, object] = {
-            "status": status,
-            "method": method,
-            "path": path,
-            "message": message,
-            "code": code,
-            "action_url": action_url,
-            "request_id": headers.get("x-request-id"),
-            "body": body_head(body),
-        }
-        cls = _status_error_class(status)
-        if cls is RateLimitError:
-            return RateLimitError(retry_after=parse_retry_after(headers), **kwargs)
-        return cls(**kwargs)  # type: ignore[arg-type]
+        return make_status_error(
+            status,
+            method=method,
+            path=path,
+            body=parsed,
+            raw=body_head(body),
+            request_id=headers.get("x-request-id"),
+            retry_after=parse_retry_after(headers) if status == 429 else None,
+        )
 
 
 class _Chunks:
