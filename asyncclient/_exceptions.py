@@ -26,6 +26,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ._constants import RETRY_STATUSES
+
 if TYPE_CHECKING:
     from ._models import ErrorBody
 
@@ -327,3 +329,38 @@ def _status_class(status: int) -> type[APIStatusError]:
     if cls is not None:
         return cls
     return ServerError if status >= 500 else APIStatusError
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether an error may pass if the request is made again: the one definition of transient.
+
+    No answer at all (:class:`APIConnectionError`, timeouts included), or an answer whose status
+    says the API is busy or unwell (408, 429, 500, 502, 503, 504). The transport retries these,
+    the poller (less a 429, see :func:`is_outage`) counts them towards an outage, and the Temporal
+    activities do not store them as a run's final result.
+
+    Args:
+        error: any exception.
+
+    Returns:
+        ``True`` for a transient failure; ``False`` for an answer that will not change (4xx,
+        undecodable body) and for anything that is not one of our request errors.
+    """
+    if isinstance(error, APIConnectionError):
+        return True
+    return isinstance(error, APIStatusError) and error.status in RETRY_STATUSES
+
+
+def is_outage(error: BaseException) -> bool:
+    """Whether an error is a sign the API is down: :func:`is_transient`, but not a 429.
+
+    A 429 is transient for a request (it is retried), but for the outage tracker it is an answer:
+    the API is up and only asks the client to slow down.
+
+    Args:
+        error: any exception.
+
+    Returns:
+        ``True`` for no answer, a 408 or a 5xx of the retried kind.
+    """
+    return is_transient(error) and not isinstance(error, RateLimitError)

@@ -40,16 +40,15 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from ._concurrency import close_task_group
 from ._config import PollPolicy
-from ._constants import LIST_PAGE_MAX, RETRY_STATUSES
+from ._constants import LIST_PAGE_MAX
 from ._exceptions import (
-    APIConnectionError,
-    APIStatusError,
     APIUnavailableError,
     AuthenticationError,
     NotFoundError,
     PredevError,
     RateLimitError,
     WatchTimeoutError,
+    is_outage,
 )
 from ._harvest import MIN_RUNS as HARVEST_MIN_RUNS
 from ._harvest import Harvest
@@ -501,7 +500,7 @@ class Watcher:
                 self._answered()
                 self._reschedule(watched, self._now())
                 return
-            if not _is_transient(error):
+            if not is_outage(error):
                 self._answered()
                 await self._deliver(watched, error=error)
                 return
@@ -658,7 +657,7 @@ class Watcher:
             self._scan_failures += 1
             self.scan_failures += 1
             now = self._now()
-            if _is_transient(error):
+            if is_outage(error):
                 if self._outage.failed(error, started)[1]:
                     self._outage_began(error)
             else:
@@ -759,7 +758,7 @@ class Watcher:
         except AuthenticationError as error:
             self._fail(error)
         except PredevError as error:
-            if _is_transient(error):
+            if is_outage(error):
                 self._outage.failed(error, sent_at)
             else:
                 self._answered()
@@ -800,18 +799,6 @@ class Watcher:
                 self._fail(error)
                 return
             await anyio.sleep(remaining)
-
-
-def _is_transient(error: PredevError) -> bool:
-    """No answer, or one that says the API is unwell (5xx, 408): it says nothing about the run.
-
-    A 429 is not one: the API answered and only asks the client to slow down.
-    """
-    if isinstance(error, APIConnectionError):
-        return True
-    return (
-        isinstance(error, APIStatusError) and error.status in RETRY_STATUSES and error.status != 429
-    )
 
 
 def _timer_wait(delay: float) -> float:

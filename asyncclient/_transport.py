@@ -29,7 +29,7 @@ import anyio
 import msgspec
 from yarl import URL
 
-from ._config import RETRY_STATUSES, RetryPolicy
+from ._config import RetryPolicy
 from ._exceptions import (
     APIConnectionError,
     APIStatusError,
@@ -37,6 +37,7 @@ from ._exceptions import (
     PredevError,
     RateLimitError,
     ResponseDecodeError,
+    is_transient,
     make_status_error,
 )
 from ._models import error_body_decoder
@@ -324,7 +325,9 @@ class Transport:
                 error = self._status_error(status, method, path, headers, body)
                 if not rate.answered(error):
                     raise error  # a Retry-After longer than the controller's max_pause
-                retryable = status == 429 if unsent_only else status in RETRY_STATUSES
+                retryable = (
+                    isinstance(error, RateLimitError) if unsent_only else is_transient(error)
+                )
                 if not retryable:
                     raise error
                 retry_after = parse_retry_after(headers)

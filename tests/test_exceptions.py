@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+from typing import Any
 
 import pytest
 
@@ -21,7 +22,7 @@ from asyncclient import (
     WalkStalledError,
     WatchTimeoutError,
 )
-from asyncclient._exceptions import make_status_error
+from asyncclient._exceptions import is_outage, is_transient, make_status_error
 from asyncclient._models import ErrorBody
 
 CASES = [
@@ -132,3 +133,28 @@ def test_make_status_error_gives_a_429_its_retry_after() -> None:
     error = make_status_error(429, method="GET", path="/p", body=None, raw=b"", retry_after=1.5)
     assert isinstance(error, RateLimitError)
     assert error.retry_after == 1.5
+
+
+_FACTORY: dict[str, Any] = {"method": "G", "path": "/", "body": None, "raw": b""}
+
+
+@pytest.mark.parametrize(
+    ("error", "transient", "outage"),
+    [
+        pytest.param(APIConnectionError("refused", method="G", path="/"), True, True, id="conn"),
+        pytest.param(APITimeoutError("slow", method="G", path="/"), True, True, id="timeout"),
+        pytest.param(make_status_error(408, **_FACTORY), True, True, id="408"),
+        pytest.param(make_status_error(429, **_FACTORY), True, False, id="429"),
+        pytest.param(make_status_error(500, **_FACTORY), True, True, id="500"),
+        pytest.param(make_status_error(504, **_FACTORY), True, True, id="504"),
+        pytest.param(make_status_error(501, **_FACTORY), False, False, id="501"),
+        pytest.param(make_status_error(400, **_FACTORY), False, False, id="400"),
+        pytest.param(make_status_error(404, **_FACTORY), False, False, id="404"),
+        pytest.param(ResponseDecodeError("bad", method="G", path="/"), False, False, id="decode"),
+        pytest.param(ValueError("not ours"), False, False, id="foreign"),
+    ],
+)
+def test_transient_is_defined_once(error: Exception, transient: bool, outage: bool) -> None:
+    """No answer, 408, 429 and the retried 5xx may pass; to the outage tracker a 429 answers."""
+    assert is_transient(error) is transient
+    assert is_outage(error) is outage
