@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import replace
-from types import TracebackType
 from typing import Any, NoReturn, TypeVar
 
 import aiohttp
 import anyio
 import anyio.abc
 import msgspec
+from anyio import AsyncContextManagerMixin
 
-from ._concurrency import close_task_group
+from ._concurrency import owned_task_group
 from ._config import (
     API_KEY_ENV,
     BASE_URL_ENV,
@@ -58,7 +59,7 @@ _WITH_EVENTS: Mapping[str, str] = {"includeEvents": "true"}
 logger = logging.getLogger("asyncclient")
 
 
-class Client:
+class Client(AsyncContextManagerMixin):
     """An async client for the pre.dev browser-agent runs API.
 
     Use it as an async context manager (``async with Client() as client``), or call
@@ -179,23 +180,17 @@ class Client:
         """How many of :attr:`requests_sent` were retries."""
         return self._transport.retries
 
-    async def __aenter__(self) -> Client:
-        task_group = anyio.create_task_group()
-        await task_group.__aenter__()
-        self._task_group = task_group
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        task_group, self._task_group = self._task_group, None
+    @asynccontextmanager
+    async def __asynccontextmanager__(self) -> AsyncIterator[Client]:
+        """``async with Client(...) as client``: owns the prefetch task group, then closes."""
         try:
-            if task_group is not None:
-                # Only page prefetches run here; leaving the client stops them.
-                await close_task_group(task_group, exc_type, exc, tb)
+            async with owned_task_group() as task_group:
+                self._task_group = task_group
+                try:
+                    yield self
+                finally:
+                    # Only page prefetches run here; leaving the client stops them.
+                    self._task_group = None
         finally:
             await self.aclose()
 
@@ -443,7 +438,7 @@ class Client:
             _check_number("timeout", timeout, minimum=0)
         policy = replace(policy or self._poll_policy, run_timeout=timeout, max_in_flight=1)
         async with self.watch([run_id], include_events=include_events, policy=policy) as watcher:
-            update: RunUpdate = await watcher.__anext__()
+            update: RunUpdate = await anext(watcher)
         if update.error is not None:
             raise update.error
         assert update.run is not None

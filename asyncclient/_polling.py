@@ -30,15 +30,16 @@ import math
 import random
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from types import TracebackType
 
 import anyio
 import anyio.abc
 import anyio.lowlevel
+from anyio import AsyncContextManagerMixin
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from ._concurrency import close_task_group
+from ._concurrency import owned_task_group
 from ._config import PollPolicy
 from ._constants import LIST_PAGE_MAX
 from ._exceptions import (
@@ -131,7 +132,7 @@ class _Watched:
         self.in_flight = False
 
 
-class Watcher:
+class Watcher(AsyncContextManagerMixin):
     """Watches many runs at once; use through :meth:`Client.watch`.
 
     ``async with client.watch(ids) as watcher: async for update in watcher: ...`` yields one
@@ -354,47 +355,38 @@ class Watcher:
         if due <= self._heap[0][0]:
             self._wakeup.set()
 
-    async def __aenter__(self) -> Watcher:
+    @asynccontextmanager
+    async def __asynccontextmanager__(self) -> AsyncIterator[Watcher]:
+        """``async with client.watch(...) as watcher``: owns the pollers' task group."""
         if self._task_group is not None:
             raise RuntimeError("a watch can be entered once")
         self._send, self._receive = anyio.create_memory_object_stream[RunUpdate](
             self.policy.buffer_size
         )
         self._now = asyncio.get_running_loop().time
-        task_group = anyio.create_task_group()
-        await task_group.__aenter__()
-        self._task_group = task_group
-        for _ in range(self.policy.max_in_flight):
-            task_group.start_soon(self._work)
-        task_group.start_soon(self._dispatch)
-        if self.policy.strategy != "per-run":
-            task_group.start_soon(self._scan_loop)
-        task_group.start_soon(self._probe_loop)
-        if self.policy.max_outage is not None:
-            task_group.start_soon(self._give_up_after, self.policy.max_outage)
-        timeout = self.policy.timeout
-        self._watch_deadline = self._now() + timeout if timeout is not None else math.inf
-        self._add(self._initial)
-        self._initial = []
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        task_group = self._task_group
-        assert task_group is not None
-        self._finished = True
         try:
-            # Our own cancellation is absorbed here; a failure of the watch is raised below.
-            await close_task_group(task_group, exc_type, exc, tb)
+            # Our own cancellation is absorbed on leaving; a failure of the watch is raised below.
+            async with owned_task_group() as task_group:
+                self._task_group = task_group
+                for _ in range(self.policy.max_in_flight):
+                    task_group.start_soon(self._work)
+                task_group.start_soon(self._dispatch)
+                if self.policy.strategy != "per-run":
+                    task_group.start_soon(self._scan_loop)
+                task_group.start_soon(self._probe_loop)
+                if self.policy.max_outage is not None:
+                    task_group.start_soon(self._give_up_after, self.policy.max_outage)
+                timeout = self.policy.timeout
+                self._watch_deadline = self._now() + timeout if timeout is not None else math.inf
+                self._add(self._initial)
+                self._initial = []
+                try:
+                    yield self
+                finally:
+                    self._finished = True
         finally:
-            if self._send is not None:
-                self._send.close()
-            if self._receive is not None:
-                self._receive.close()
+            self._send.close()
+            self._receive.close()
         if self._fatal is not None:
             raise self._fatal
 

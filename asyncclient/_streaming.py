@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import datetime
-from types import TracebackType
 
 import msgspec
+from anyio import AsyncContextManagerMixin
 
 from ._exceptions import APIConnectionError, PredevError, ResponseDecodeError, make_status_error
 from ._models import (
@@ -56,7 +56,7 @@ _task_index_decoder = msgspec.json.Decoder(_TaskIndex)
 _task_result_decoder = msgspec.json.Decoder(TaskResult)
 
 
-class RunStream:
+class RunStream(AsyncContextManagerMixin):
     """A run submitted in stream mode; use through :meth:`Client.stream`.
 
     ``async with client.stream(tasks) as events: async for event in events: ...`` yields
@@ -73,7 +73,6 @@ class RunStream:
         self._open_stream = open_stream
         self._path = path
         self._decoder = SSEDecoder(max_event_size=max_event_size)
-        self._context: AbstractAsyncContextManager[AsyncIterator[bytes]] | None = None
         self._chunks: AsyncIterator[bytes] | None = None
         self._queue: deque[StreamEvent | PredevError] = deque()
         self._entered = False
@@ -89,26 +88,19 @@ class RunStream:
         """The last ``id`` the server gave an event (``""`` if none)."""
         return self._decoder.last_event_id
 
-    async def __aenter__(self) -> RunStream:
+    @asynccontextmanager
+    async def __asynccontextmanager__(self) -> AsyncIterator[RunStream]:
+        """``async with client.stream(...) as events``: sends the submission, holds the answer."""
         if self._entered:
             raise RuntimeError("a stream can be entered once")
         self._entered = True
-        context = self._open_stream()
-        self._chunks = await context.__aenter__()
-        self._context = context
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        context, self._context = self._context, None
-        self._chunks = None
-        self._finished = True
-        if context is not None:
-            await context.__aexit__(exc_type, exc, tb)
+        async with self._open_stream() as chunks:
+            self._chunks = chunks
+            try:
+                yield self
+            finally:
+                self._chunks = None
+                self._finished = True
 
     def __aiter__(self) -> RunStream:
         return self
