@@ -4,34 +4,25 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import replace
-from types import TracebackType
 from typing import Any, NoReturn, TypeVar
 
 import aiohttp
 import anyio
 import anyio.abc
 import msgspec
+from anyio import AsyncContextManagerMixin
 
-from ._concurrency import close_task_group
-from ._config import (
+from ._concurrency import owned_task_group
+from ._config import PollPolicy, RetryPolicy, Routes
+from ._constants import (
     API_KEY_ENV,
     BASE_URL_ENV,
     DEFAULT_BASE_URL,
     LIST_PAGE_MAX,
     QUEUE_STATUS_PATH,
-    PollPolicy,
-    RetryPolicy,
-    Routes,
-    _check_int,
-    _check_number,
-    validate_api_key,
-    validate_base_url,
-    validate_limit,
-    validate_run_id,
-    validate_skip,
-    validate_status_filter,
 )
 from ._exceptions import AuthenticationError, PredevError, ResponseDecodeError
 from ._harvest import Harvest
@@ -49,6 +40,17 @@ from ._ratelimit import RateController
 from ._streaming import RunStream
 from ._tasks import TaskSpec, encode_submit, validate_concurrency, validate_tasks
 from ._transport import DEFAULT_MAX_RESPONSE_BYTES, Body, Transport, body_head
+from ._validation import (
+    check_bool,
+    check_int,
+    check_seconds,
+    validate_api_key,
+    validate_base_url,
+    validate_limit,
+    validate_run_id,
+    validate_skip,
+    validate_status_filter,
+)
 
 __all__ = ["Client"]
 
@@ -58,7 +60,7 @@ _WITH_EVENTS: Mapping[str, str] = {"includeEvents": "true"}
 logger = logging.getLogger("asyncclient")
 
 
-class Client:
+class Client(AsyncContextManagerMixin):
     """An async client for the pre.dev browser-agent runs API.
 
     Use it as an async context manager (``async with Client() as client``), or call
@@ -113,7 +115,7 @@ class Client:
             base_url = os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL
         url = validate_base_url(base_url)
         self._routes = Routes.for_style(routes)
-        _check_number("timeout", timeout, minimum=0)
+        check_seconds("timeout", timeout)
         retry = retry or RetryPolicy()
         if not isinstance(retry, RetryPolicy):
             raise ValueError("retry must be a RetryPolicy")
@@ -123,7 +125,7 @@ class Client:
             raise ValueError("poll_policy must be a PollPolicy")
         if session is not None and not isinstance(session, aiohttp.ClientSession):
             raise ValueError("session must be an aiohttp.ClientSession")
-        _check_int("max_response_bytes", max_response_bytes, minimum=1)
+        check_int("max_response_bytes", max_response_bytes, ge=1)
         if rate_controller is None:
             rate_controller = RateController(max_requests_per_second=max_requests_per_second)
         elif not isinstance(rate_controller, RateController):
@@ -179,23 +181,17 @@ class Client:
         """How many of :attr:`requests_sent` were retries."""
         return self._transport.retries
 
-    async def __aenter__(self) -> Client:
-        task_group = anyio.create_task_group()
-        await task_group.__aenter__()
-        self._task_group = task_group
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        task_group, self._task_group = self._task_group, None
+    @asynccontextmanager
+    async def __asynccontextmanager__(self) -> AsyncIterator[Client]:
+        """``async with Client(...) as client``: owns the prefetch task group, then closes."""
         try:
-            if task_group is not None:
-                # Only page prefetches run here; leaving the client stops them.
-                await close_task_group(task_group, exc_type, exc, tb)
+            async with owned_task_group() as task_group:
+                self._task_group = task_group
+                try:
+                    yield self
+                finally:
+                    # Only page prefetches run here; leaving the client stops them.
+                    self._task_group = None
         finally:
             await self.aclose()
 
@@ -223,8 +219,7 @@ class Client:
             ResponseDecodeError: the body is not a run.
         """
         run_id = validate_run_id(run_id)
-        if not isinstance(include_events, bool):
-            raise ValueError("include_events must be a bool")
+        check_bool("include_events", include_events)
         # _fetch_run's three lines, inline: one coroutine frame less on every call.
         path = self._routes.run_path(run_id)
         params = _WITH_EVENTS if include_events else None
@@ -268,9 +263,8 @@ class Client:
         if isinstance(run_ids, (str, bytes)):
             raise ValueError("run_ids must be an iterable of run ids, not a single string")
         ids = list(dict.fromkeys(validate_run_id(run_id) for run_id in run_ids))
-        if not isinstance(include_events, bool):
-            raise ValueError("include_events must be a bool")
-        _check_int("max_in_flight", max_in_flight, minimum=1, maximum=10_000)
+        check_bool("include_events", include_events)
+        check_int("max_in_flight", max_in_flight, ge=1, le=10_000)
         runs: dict[str, Run] = {}
         to_get: list[str] = []
 
@@ -440,10 +434,10 @@ class Client:
         """
         validate_run_id(run_id)
         if timeout is not None:
-            _check_number("timeout", timeout, minimum=0)
+            check_seconds("timeout", timeout)
         policy = replace(policy or self._poll_policy, run_timeout=timeout, max_in_flight=1)
         async with self.watch([run_id], include_events=include_events, policy=policy) as watcher:
-            update: RunUpdate = await watcher.__anext__()
+            update: RunUpdate = await anext(watcher)
         if update.error is not None:
             raise update.error
         assert update.run is not None
@@ -518,10 +512,9 @@ class Client:
         """
         specs = validate_tasks(tasks)
         concurrency = validate_concurrency(concurrency)
-        if not isinstance(include_events, bool):
-            raise ValueError("include_events must be a bool")
+        check_bool("include_events", include_events)
         if timeout is not None:
-            _check_number("timeout", timeout, minimum=0)
+            check_seconds("timeout", timeout)
         submitted = await self.submit(specs, concurrency=concurrency)
         return await self.wait(submitted.id, include_events=include_events, timeout=timeout)
 

@@ -1,14 +1,16 @@
-"""Owning a task group from an async context manager: leave it cancelled, raise one error.
+"""A task group owned by an object: left cancelled, with a lone error raised as itself.
 
-The client (page prefetches) and the watch (pollers) each enter an anyio task group in
-``__aenter__`` and leave it in ``__aexit__``. Leaving cancels whatever still runs there, and an
-error that a child raised comes out as itself rather than wrapped in an exception group.
+The client (page prefetches) and the watch (pollers) each own an anyio task group for as long as
+their ``async with`` block lasts (through anyio's ``AsyncContextManagerMixin``). Leaving cancels
+whatever still runs there, and an error that a child (or the block) raised comes out as itself
+rather than wrapped in an exception group.
 """
 
 from __future__ import annotations
 
 import sys
-from types import TracebackType
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import anyio
 import anyio.abc
@@ -16,22 +18,24 @@ import anyio.abc
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
 
-__all__ = ["close_task_group"]
+__all__ = ["owned_task_group"]
 
 
-async def close_task_group(
-    task_group: anyio.abc.TaskGroup,
-    exc_type: type[BaseException] | None,
-    exc: BaseException | None,
-    tb: TracebackType | None,
-) -> None:
-    """Cancel ``task_group`` and leave it, raising a lone child error unwrapped.
+@asynccontextmanager
+async def owned_task_group() -> AsyncIterator[anyio.abc.TaskGroup]:
+    """A task group that is cancelled when the block ends, raising a lone error unwrapped.
 
     The group's own cancellation is absorbed; a group of several real errors is raised as is.
+
+    Yields:
+        The task group, to start the owner's background tasks in.
     """
-    task_group.cancel_scope.cancel()
     try:
-        await task_group.__aexit__(exc_type, exc, tb)
+        async with anyio.create_task_group() as task_group:
+            try:
+                yield task_group
+            finally:
+                task_group.cancel_scope.cancel()
     except BaseExceptionGroup as group:
         errors = [
             error

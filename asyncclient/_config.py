@@ -15,27 +15,17 @@ from typing import Literal
 
 import backoff
 
-# Moved to _constants and _validation; re-exported while callers (_client, _transport, _cli,
+# Moved to _constants and _validation; re-exported while the callers left (_cli, _ratelimit,
 # temporal) move their imports there. Nothing new should import these from here.
 from ._constants import API_KEY_ENV as API_KEY_ENV
 from ._constants import BASE_URL_ENV as BASE_URL_ENV
 from ._constants import DEFAULT_BASE_URL as DEFAULT_BASE_URL
-from ._constants import LIST_PAGE_MAX as LIST_PAGE_MAX
-from ._constants import QUEUE_STATUS_PATH as QUEUE_STATUS_PATH
-from ._constants import RETRY_STATUSES as RETRY_STATUSES
-from ._validation import RUN_STATUS_FILTERS as RUN_STATUS_FILTERS
 from ._validation import check_int, check_number, check_seconds
-from ._validation import is_loopback_host as is_loopback_host
 from ._validation import validate_api_key as validate_api_key
-from ._validation import validate_base_url as validate_base_url
-from ._validation import validate_limit as validate_limit
 from ._validation import validate_run_id as validate_run_id
-from ._validation import validate_skip as validate_skip
-from ._validation import validate_status_filter as validate_status_filter
 
 __all__ = [
     "DEFAULT_BASE_URL",
-    "LIST_PAGE_MAX",
     "POLL_STRATEGIES",
     "PollPolicy",
     "PollStrategy",
@@ -54,15 +44,10 @@ _SCHEDULE_STEPS = 256
 
 
 def _check_number(name: str, value: object, *, minimum: float, allow_zero: bool = False) -> float:
-    """The old spelling of :func:`check_number`, kept while ``_client.py`` moves off it."""
+    """The old spelling of :func:`check_number`, kept while ``_ratelimit.py`` moves off it."""
     if minimum == 0 and not allow_zero:
         return check_number(name, value, gt=0)
     return check_number(name, value, ge=minimum)
-
-
-def _check_int(name: str, value: object, *, minimum: int, maximum: int | None = None) -> int:
-    """The old spelling of :func:`check_int`, kept while ``_client.py`` moves off it."""
-    return check_int(name, value, ge=minimum, le=maximum)
 
 
 @dataclass(frozen=True)

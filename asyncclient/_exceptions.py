@@ -24,6 +24,13 @@ raised ``from`` them so the cause stays in the traceback.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from ._constants import RETRY_STATUSES
+
+if TYPE_CHECKING:
+    from ._models import ErrorBody
+
 __all__ = [
     "APIConnectionError",
     "APIStatusError",
@@ -146,8 +153,29 @@ class RateLimitError(APIStatusError):
         retry_after: seconds the server asked us to wait, or ``None``.
     """
 
-    def __init__(self, *, retry_after: float | None = None, **kwargs: object) -> None:
-        super().__init__(**kwargs)  # type: ignore[arg-type]
+    def __init__(
+        self,
+        *,
+        status: int,
+        method: str,
+        path: str,
+        message: str,
+        code: str | None = None,
+        action_url: str | None = None,
+        request_id: str | None = None,
+        body: bytes = b"",
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(
+            status=status,
+            method=method,
+            path=path,
+            message=message,
+            code=code,
+            action_url=action_url,
+            request_id=request_id,
+            body=body,
+        )
         self.retry_after = retry_after
 
 
@@ -219,26 +247,71 @@ _CODE_STATUS = {
 }
 """The HTTP status each documented error ``code`` comes with."""
 
+_STATUS_CLASS: dict[int, type[APIStatusError]] = {
+    400: BadRequestError,
+    401: AuthenticationError,
+    402: PaymentRequiredError,
+    404: NotFoundError,
+    429: RateLimitError,
+}
 
-def _error_for_code(
-    code: str | None,
+
+def make_status_error(
+    status: int,
     *,
-    message: str,
-    action_url: str | None,
     method: str,
     path: str,
-    status: int,
-    body: bytes = b"",
+    body: ErrorBody | None,
+    raw: bytes,
+    request_id: str | None = None,
+    retry_after: float | None = None,
 ) -> APIStatusError:
-    """The error an ``error`` event of a stream stands for, typed as a REST answer with its code.
+    """The typed error for a refused request: the one place a status becomes an error class.
 
-    A known ``code`` gets the class and status it comes with over REST; an unknown one is a plain
-    :class:`APIStatusError` carrying ``status`` (the stream's own, 200).
+    Args:
+        status: the HTTP status of the answer. A 2xx is a stream's own, for an ``error`` event
+            in its body: a known ``code`` then gets the class and status it comes with over
+            REST, an unknown one stays a plain :class:`APIStatusError` with ``status``, and a
+            missing message reads "the run failed".
+        method: the HTTP method.
+        path: the request path.
+        body: the error JSON, already decoded by the caller, or ``None`` if it was not JSON.
+        raw: the first bytes of the body, kept as an excerpt (and the message when ``body`` has
+            none).
+        request_id: the ``x-request-id`` response header, if any.
+        retry_after: seconds a 429 asked to wait, already parsed by the caller.
+
+    Returns:
+        The error, of the subclass the status (or, for a stream, the code) calls for.
     """
-    known = _CODE_STATUS.get(code or "")
-    if known is not None:
-        status = known
-    cls = _status_error_class(status) if known is not None else APIStatusError
+    message = (body.error or body.message) if body is not None else None
+    code = body.code if body is not None else None
+    action_url = body.action_url if body is not None else None
+    if 200 <= status < 300:
+        known = _CODE_STATUS.get(code or "")
+        if known is not None:
+            status = known
+        cls = _status_class(status) if known is not None else APIStatusError
+        message = message or "the run failed"
+    else:
+        cls = _status_class(status)
+        if not message:
+            if 300 <= status < 400:
+                message = "unexpected redirect (redirects are not followed)"
+            else:
+                message = raw[:120].decode("utf-8", errors="replace").strip() or f"HTTP {status}"
+    if cls is RateLimitError:
+        return RateLimitError(
+            status=status,
+            method=method,
+            path=path,
+            message=message,
+            code=code,
+            action_url=action_url,
+            request_id=request_id,
+            body=raw,
+            retry_after=retry_after,
+        )
     return cls(
         status=status,
         method=method,
@@ -246,21 +319,48 @@ def _error_for_code(
         message=message,
         code=code,
         action_url=action_url,
-        body=body,
+        request_id=request_id,
+        body=raw,
     )
 
 
-def _status_error_class(status: int) -> type[APIStatusError]:
-    if status == 400:
-        return BadRequestError
-    if status == 401:
-        return AuthenticationError
-    if status == 402:
-        return PaymentRequiredError
-    if status == 404:
-        return NotFoundError
-    if status == 429:
-        return RateLimitError
-    if status >= 500:
-        return ServerError
-    return APIStatusError
+def _status_class(status: int) -> type[APIStatusError]:
+    cls = _STATUS_CLASS.get(status)
+    if cls is not None:
+        return cls
+    return ServerError if status >= 500 else APIStatusError
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether an error may pass if the request is made again: the one definition of transient.
+
+    No answer at all (:class:`APIConnectionError`, timeouts included), or an answer whose status
+    says the API is busy or unwell (408, 429, 500, 502, 503, 504). The transport retries these,
+    the poller (less a 429, see :func:`is_outage`) counts them towards an outage, and the Temporal
+    activities do not store them as a run's final result.
+
+    Args:
+        error: any exception.
+
+    Returns:
+        ``True`` for a transient failure; ``False`` for an answer that will not change (4xx,
+        undecodable body) and for anything that is not one of our request errors.
+    """
+    if isinstance(error, APIConnectionError):
+        return True
+    return isinstance(error, APIStatusError) and error.status in RETRY_STATUSES
+
+
+def is_outage(error: BaseException) -> bool:
+    """Whether an error is a sign the API is down: :func:`is_transient`, but not a 429.
+
+    A 429 is transient for a request (it is retried), but for the outage tracker it is an answer:
+    the API is up and only asks the client to slow down.
+
+    Args:
+        error: any exception.
+
+    Returns:
+        ``True`` for no answer, a 408 or a 5xx of the retried kind.
+    """
+    return is_transient(error) and not isinstance(error, RateLimitError)

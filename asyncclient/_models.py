@@ -301,6 +301,20 @@ class DoneEvent(msgspec.Struct, frozen=True, gc=False):
     run: Run
 
 
+class ErrorBody(msgspec.Struct, rename="camel", gc=False):
+    """The JSON of an error: a non-2xx answer's body, or an ``error`` event of a stream.
+
+    Internal (not re-exported): the transport and the stream decode it and hand its fields to
+    :func:`~asyncclient._exceptions.make_status_error`.
+    """
+
+    error: str | None = None
+    message: str | None = None
+    code: str | None = None
+    action_url: str | None = None
+
+
 run_decoder: msgspec.json.Decoder[Run] = msgspec.json.Decoder(Run)
 run_page_decoder: msgspec.json.Decoder[RunPage] = msgspec.json.Decoder(RunPage)
 queue_status_decoder: msgspec.json.Decoder[QueueStatus] = msgspec.json.Decoder(QueueStatus)
+error_body_decoder: msgspec.json.Decoder[ErrorBody] = msgspec.json.Decoder(ErrorBody)

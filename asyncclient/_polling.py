@@ -30,26 +30,26 @@ import math
 import random
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from types import TracebackType
 
 import anyio
 import anyio.abc
 import anyio.lowlevel
+from anyio import AsyncContextManagerMixin
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from ._concurrency import close_task_group
+from ._concurrency import owned_task_group
 from ._config import PollPolicy
-from ._constants import LIST_PAGE_MAX, RETRY_STATUSES
+from ._constants import LIST_PAGE_MAX
 from ._exceptions import (
-    APIConnectionError,
-    APIStatusError,
     APIUnavailableError,
     AuthenticationError,
     NotFoundError,
     PredevError,
     RateLimitError,
     WatchTimeoutError,
+    is_outage,
 )
 from ._harvest import MIN_RUNS as HARVEST_MIN_RUNS
 from ._harvest import Harvest
@@ -132,7 +132,7 @@ class _Watched:
         self.in_flight = False
 
 
-class Watcher:
+class Watcher(AsyncContextManagerMixin):
     """Watches many runs at once; use through :meth:`Client.watch`.
 
     ``async with client.watch(ids) as watcher: async for update in watcher: ...`` yields one
@@ -374,47 +374,38 @@ class Watcher:
         if due <= self._heap[0][0]:
             self._wakeup.set()
 
-    async def __aenter__(self) -> Watcher:
+    @asynccontextmanager
+    async def __asynccontextmanager__(self) -> AsyncIterator[Watcher]:
+        """``async with client.watch(...) as watcher``: owns the pollers' task group."""
         if self._task_group is not None:
             raise RuntimeError("a watch can be entered once")
         self._send, self._receive = anyio.create_memory_object_stream[RunUpdate](
             self.policy.buffer_size
         )
         self._now = asyncio.get_running_loop().time
-        task_group = anyio.create_task_group()
-        await task_group.__aenter__()
-        self._task_group = task_group
-        for _ in range(self.policy.max_in_flight):
-            task_group.start_soon(self._work)
-        task_group.start_soon(self._dispatch)
-        if self.policy.strategy != "per-run":
-            task_group.start_soon(self._scan_loop)
-        task_group.start_soon(self._probe_loop)
-        if self.policy.max_outage is not None:
-            task_group.start_soon(self._give_up_after, self.policy.max_outage)
-        timeout = self.policy.timeout
-        self._watch_deadline = self._now() + timeout if timeout is not None else math.inf
-        self._add(self._initial)
-        self._initial = []
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        task_group = self._task_group
-        assert task_group is not None
-        self._finished = True
         try:
-            # Our own cancellation is absorbed here; a failure of the watch is raised below.
-            await close_task_group(task_group, exc_type, exc, tb)
+            # Our own cancellation is absorbed on leaving; a failure of the watch is raised below.
+            async with owned_task_group() as task_group:
+                self._task_group = task_group
+                for _ in range(self.policy.max_in_flight):
+                    task_group.start_soon(self._work)
+                task_group.start_soon(self._dispatch)
+                if self.policy.strategy != "per-run":
+                    task_group.start_soon(self._scan_loop)
+                task_group.start_soon(self._probe_loop)
+                if self.policy.max_outage is not None:
+                    task_group.start_soon(self._give_up_after, self.policy.max_outage)
+                timeout = self.policy.timeout
+                self._watch_deadline = self._now() + timeout if timeout is not None else math.inf
+                self._add(self._initial)
+                self._initial = []
+                try:
+                    yield self
+                finally:
+                    self._finished = True
         finally:
-            if self._send is not None:
-                self._send.close()
-            if self._receive is not None:
-                self._receive.close()
+            self._send.close()
+            self._receive.close()
         if self._fatal is not None:
             raise self._fatal
 
@@ -520,7 +511,7 @@ class Watcher:
                 self._answered()
                 self._reschedule(watched, self._now())
                 return
-            if not _is_transient(error):
+            if not is_outage(error):
                 self._answered()
                 await self._deliver(watched, error=error)
                 return
@@ -677,7 +668,7 @@ class Watcher:
             self._scan_failures += 1
             self.scan_failures += 1
             now = self._now()
-            if _is_transient(error):
+            if is_outage(error):
                 if self._outage.failed(error, started)[1]:
                     self._outage_began(error)
             else:
@@ -778,7 +769,7 @@ class Watcher:
         except AuthenticationError as error:
             self._fail(error)
         except PredevError as error:
-            if _is_transient(error):
+            if is_outage(error):
                 self._outage.failed(error, sent_at)
             else:
                 self._answered()
@@ -819,18 +810,6 @@ class Watcher:
                 self._fail(error)
                 return
             await anyio.sleep(remaining)
-
-
-def _is_transient(error: PredevError) -> bool:
-    """No answer, or one that says the API is unwell (5xx, 408): it says nothing about the run.
-
-    A 429 is not one: the API answered and only asks the client to slow down.
-    """
-    if isinstance(error, APIConnectionError):
-        return True
-    return (
-        isinstance(error, APIStatusError) and error.status in RETRY_STATUSES and error.status != 429
-    )
 
 
 def _timer_wait(delay: float) -> float:

@@ -10,20 +10,22 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import datetime
-from types import TracebackType
 
 import msgspec
+from anyio import AsyncContextManagerMixin
 
-from ._exceptions import APIConnectionError, PredevError, ResponseDecodeError, _error_for_code
+from ._exceptions import APIConnectionError, PredevError, ResponseDecodeError, make_status_error
 from ._models import (
     DoneEvent,
+    ErrorBody,
     Run,
     RunnerEvent,
     TaskEvent,
     TaskResult,
     TaskResultEvent,
+    error_body_decoder,
     run_decoder,
 )
 from ._sse import ServerSentEvent, SSEDecoder
@@ -49,20 +51,12 @@ class _TaskIndex(msgspec.Struct, rename="camel", gc=False):
     task_index: int
 
 
-class _ErrorEvent(msgspec.Struct, rename="camel", gc=False):
-    error: str | None = None
-    message: str | None = None
-    code: str | None = None
-    action_url: str | None = None
-
-
 _task_event_decoder = msgspec.json.Decoder(_TaskEventWire)
 _task_index_decoder = msgspec.json.Decoder(_TaskIndex)
 _task_result_decoder = msgspec.json.Decoder(TaskResult)
-_error_event_decoder = msgspec.json.Decoder(_ErrorEvent)
 
 
-class RunStream:
+class RunStream(AsyncContextManagerMixin):
     """A run submitted in stream mode; use through :meth:`Client.stream`.
 
     ``async with client.stream(tasks) as events: async for event in events: ...`` yields
@@ -79,7 +73,6 @@ class RunStream:
         self._open_stream = open_stream
         self._path = path
         self._decoder = SSEDecoder(max_event_size=max_event_size)
-        self._context: AbstractAsyncContextManager[AsyncIterator[bytes]] | None = None
         self._chunks: AsyncIterator[bytes] | None = None
         self._queue: deque[StreamEvent | PredevError] = deque()
         self._entered = False
@@ -95,26 +88,19 @@ class RunStream:
         """The last ``id`` the server gave an event (``""`` if none)."""
         return self._decoder.last_event_id
 
-    async def __aenter__(self) -> RunStream:
+    @asynccontextmanager
+    async def __asynccontextmanager__(self) -> AsyncIterator[RunStream]:
+        """``async with client.stream(...) as events``: sends the submission, holds the answer."""
         if self._entered:
             raise RuntimeError("a stream can be entered once")
         self._entered = True
-        context = self._open_stream()
-        self._chunks = await context.__aenter__()
-        self._context = context
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        context, self._context = self._context, None
-        self._chunks = None
-        self._finished = True
-        if context is not None:
-            await context.__aexit__(exc_type, exc, tb)
+        async with self._open_stream() as chunks:
+            self._chunks = chunks
+            try:
+                yield self
+            finally:
+                self._chunks = None
+                self._finished = True
 
     def __aiter__(self) -> RunStream:
         return self
@@ -183,15 +169,7 @@ class RunStream:
     def _error(self, data: str) -> PredevError:
         body = data.encode()
         try:
-            parsed = _error_event_decoder.decode(body)
+            parsed = error_body_decoder.decode(body)
         except (msgspec.DecodeError, msgspec.ValidationError):
-            parsed = _ErrorEvent(error=data.strip()[:200] or None)
-        return _error_for_code(
-            parsed.code,
-            message=parsed.error or parsed.message or "the run failed",
-            action_url=parsed.action_url,
-            method="POST",
-            path=self._path,
-            status=200,
-            body=body,
-        )
+            parsed = ErrorBody(error=data.strip()[:200] or None)
+        return make_status_error(200, method="POST", path=self._path, body=parsed, raw=body)

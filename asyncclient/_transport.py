@@ -22,14 +22,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mappi
 from contextlib import asynccontextmanager
 from datetime import datetime, timezone
 from functools import partial
-from typing import Any, TypeAlias, TypeVar
+from types import TracebackType
+from typing import Any, Literal, TypeAlias, TypeVar
 
 import aiohttp
 import anyio
 import msgspec
 from yarl import URL
 
-from ._config import RETRY_STATUSES, RetryPolicy
+from ._config import RetryPolicy
 from ._exceptions import (
     APIConnectionError,
     APIStatusError,
@@ -37,8 +38,10 @@ from ._exceptions import (
     PredevError,
     RateLimitError,
     ResponseDecodeError,
-    _status_error_class,
+    is_transient,
+    make_status_error,
 )
+from ._models import error_body_decoder
 from ._ratelimit import RateController
 from ._version import __version__
 
@@ -59,19 +62,79 @@ _Answer: TypeAlias = "tuple[int, Mapping[str, str], Body, _T]"
 """What one attempt gives: status, headers, body (for errors), and what to return on a 2xx."""
 
 
-class _ErrorBody(msgspec.Struct, rename="camel"):
-    error: str | None = None
-    message: str | None = None
-    code: str | None = None
-    action_url: str | None = None
+class _MappedErrors:
+    """Turns aiohttp's errors (and timeouts) raised in its block into ours, ``from`` them.
 
+    The one place this module maps a transport failure, in the shape of httpx's
+    ``map_httpcore_exceptions``: a timeout is an :class:`APITimeoutError`, a body cut short and
+    any other aiohttp error an :class:`APIConnectionError`; everything else passes through. A
+    class rather than a ``@contextmanager`` generator so that a stream builds it once and enters
+    it for every chunk, and a success costs no generator.
 
-_error_body_decoder = msgspec.json.Decoder(_ErrorBody)
+    Args:
+        method: the HTTP method, for the error.
+        path: the request path, for the error.
+        stream_read_timeout: set for an open stream's reads, whose errors say "stream" and name
+            the read timeout.
+    """
+
+    __slots__ = ("method", "path", "stream_read_timeout")
+
+    def __init__(self, method: str, path: str, stream_read_timeout: float | None = None) -> None:
+        self.method = method
+        self.path = path
+        self.stream_read_timeout = stream_read_timeout
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> Literal[False]:
+        if exc is None:
+            return False
+        stream = self.stream_read_timeout
+        if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
+            message = (
+                "request timed out"
+                if stream is None
+                else f"the stream sent nothing for {stream:g} s"
+            )
+            raise APITimeoutError(message, method=self.method, path=self.path) from exc
+        if isinstance(exc, aiohttp.ClientPayloadError):
+            cut = "the response body" if stream is None else "the stream"
+            message = f"{cut} was cut short"
+            raise APIConnectionError(message, method=self.method, path=self.path) from exc
+        if isinstance(exc, aiohttp.ClientError):
+            failed = "connection failed" if stream is None else "the stream failed"
+            raise APIConnectionError(
+                f"{failed}: {type(exc).__name__}", method=self.method, path=self.path
+            ) from exc
+        return False
 
 
 def body_head(body: Body) -> bytes:
     """The first bytes of a body, as much as an error shows of it (never a copy of all of it)."""
     return bytes(body[:_ERROR_BODY_HEAD])
+
+
+def _should_retry(error: PredevError, unsent_only: bool) -> bool:
+    """Whether a failed attempt may be made again (the budget and the count aside).
+
+    Every transient failure may, unless the request must not happen twice (``unsent_only``):
+    then only one that provably never left (the connection could not be made) and a 429, which
+    the server refused without acting on.
+    """
+    if not unsent_only:
+        return is_transient(error)
+    if isinstance(error, RateLimitError):
+        return True
+    return isinstance(error, APIConnectionError) and isinstance(
+        error.__cause__, aiohttp.ClientConnectorError
+    )
 
 
 def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
@@ -320,7 +383,7 @@ class Transport:
             try:
                 status, headers, body, result = await attempt()
             except APIConnectionError as exc:
-                if unsent_only and not isinstance(exc.__cause__, aiohttp.ClientConnectorError):
+                if not _should_retry(exc, unsent_only):
                     raise  # it may have reached the server: the caller must find out, not us
                 error = exc
             else:
@@ -333,25 +396,20 @@ class Transport:
                 error = self._status_error(status, method, path, headers, body)
                 if not rate.answered(error):
                     raise error  # a Retry-After longer than the controller's max_pause
-                retryable = status == 429 if unsent_only else status in RETRY_STATUSES
-                if not retryable:
+                if not _should_retry(error, unsent_only):
                     raise error
                 retry_after = parse_retry_after(headers)
             # -- the attempt failed and may be retried: from here on, off the hot path --
             if attempts >= self._retry.max_retries:
                 raise error
-            budget = self.budget
-            if budget is not None:
-                cost = budget.retry_cost * (2 if isinstance(error, APITimeoutError) else 1)
-                if not budget.try_spend(cost):
-                    raise error
-                spent += cost
+            cost = self._retry_cost(error)
+            if cost is None:
+                raise error
+            spent += cost
             attempts += 1
             if next_delay is None:
                 next_delay = self._retry.delays()
-            delay = next_delay()
-            if retry_after is not None:
-                delay = max(delay, min(retry_after, self._retry.max_retry_after))
+            delay = self._retry_delay(next_delay(), retry_after)
             self.retries += 1
             if logger.isEnabledFor(logging.DEBUG):
                 logger.debug(
@@ -359,6 +417,28 @@ class Transport:
                 )
             if not (isinstance(error, RateLimitError) and rate.pause(error, delay)):
                 await self._sleep(delay)  # else the whole client pauses: the retry waits in acquire
+
+    def _retry_cost(self, error: PredevError) -> int | None:
+        """Take one retry's tokens from the budget: what it cost, or ``None`` when it is spent.
+
+        A retry after a timeout costs twice (it held a connection the whole time). Without a
+        budget every retry is free.
+        """
+        budget = self.budget
+        if budget is None:
+            return 0
+        cost = budget.retry_cost * (2 if isinstance(error, APITimeoutError) else 1)
+        return cost if budget.try_spend(cost) else None
+
+    def _retry_delay(self, backoff_delay: float, retry_after: float | None) -> float:
+        """Seconds before the next attempt: the backoff's draw, or longer if the server asked.
+
+        A ``Retry-After`` (any retried status may carry one) is honoured up to
+        ``RetryPolicy.max_retry_after``, never below the backoff's draw.
+        """
+        if retry_after is None:
+            return backoff_delay
+        return max(backoff_delay, min(retry_after, self._retry.max_retry_after))
 
     async def _send_once(
         self,
@@ -372,7 +452,7 @@ class Transport:
         debug = logger.isEnabledFor(logging.DEBUG)
         started = time.perf_counter() if debug else 0.0
         self.requests_sent += 1
-        try:
+        with _MappedErrors(method, path):
             async with session.request(
                 method,
                 url,
@@ -393,16 +473,6 @@ class Transport:
                     body = await self._read_body(response, method, path)
                 status = response.status
                 headers = response.headers
-        except (asyncio.TimeoutError, TimeoutError) as exc:
-            raise APITimeoutError("request timed out", method=method, path=path) from exc
-        except aiohttp.ClientPayloadError as exc:
-            raise APIConnectionError(
-                "the response body was cut short", method=method, path=path
-            ) from exc
-        except aiohttp.ClientError as exc:
-            raise APIConnectionError(
-                f"connection failed: {type(exc).__name__}", method=method, path=path
-            ) from exc
         if debug:
             logger.debug(
                 "%s %s -> %d (%d bytes, %.1f ms)",
@@ -423,36 +493,27 @@ class Transport:
         headers = {**self._post_headers, "Accept": _EVENT_STREAM}
         response: aiohttp.ClientResponse | None = None
         try:
-            response = await session.request(
-                "POST",
-                url,
-                data=body,
-                headers=headers,
-                allow_redirects=False,
-                timeout=client_timeout,
-            )
-            status = response.status
-            if 200 <= status < 300 and response.content_type == _EVENT_STREAM:
-                if logger.isEnabledFor(logging.DEBUG):
-                    logger.debug(
-                        "POST %s -> %d (stream open, %.1f ms)",
-                        path,
-                        status,
-                        (time.perf_counter() - started) * 1000,
-                    )
-                opened, response = response, None
-                return status, opened.headers, b"", opened
-            error_body = await self._read_body(response, "POST", path)
-        except (asyncio.TimeoutError, TimeoutError) as exc:
-            raise APITimeoutError("request timed out", method="POST", path=path) from exc
-        except aiohttp.ClientPayloadError as exc:
-            raise APIConnectionError(
-                "the response body was cut short", method="POST", path=path
-            ) from exc
-        except aiohttp.ClientError as exc:
-            raise APIConnectionError(
-                f"connection failed: {type(exc).__name__}", method="POST", path=path
-            ) from exc
+            with _MappedErrors("POST", path):
+                response = await session.request(
+                    "POST",
+                    url,
+                    data=body,
+                    headers=headers,
+                    allow_redirects=False,
+                    timeout=client_timeout,
+                )
+                status = response.status
+                if 200 <= status < 300 and response.content_type == _EVENT_STREAM:
+                    if logger.isEnabledFor(logging.DEBUG):
+                        logger.debug(
+                            "POST %s -> %d (stream open, %.1f ms)",
+                            path,
+                            status,
+                            (time.perf_counter() - started) * 1000,
+                        )
+                    opened, response = response, None
+                    return status, opened.headers, b"", opened
+                error_body = await self._read_body(response, "POST", path)
         finally:
             if response is not None:
                 response.release()
@@ -522,35 +583,19 @@ class Transport:
     def _status_error(
         status: int, method: str, path: str, headers: Mapping[str, str], body: Body
     ) -> APIStatusError:
-        message: str | None = None
-        code = action_url = None
         try:
-            parsed = _error_body_decoder.decode(body)
+            parsed = error_body_decoder.decode(body)
         except (msgspec.DecodeError, msgspec.ValidationError):
             parsed = None
-        if parsed is not None:
-            message = parsed.error or parsed.message
-            code = parsed.code
-            action_url = parsed.action_url
-        if not message:
-            if 300 <= status < 400:
-                message = "unexpected redirect (redirects are not followed)"
-            else:
-                message = body[:120].decode("utf-8", errors="replace").strip() or f"HTTP {status}"
-        kwargs: dict[str, object] = {
-            "status": status,
-            "method": method,
-            "path": path,
-            "message": message,
-            "code": code,
-            "action_url": action_url,
-            "request_id": headers.get("x-request-id"),
-            "body": body_head(body),
-        }
-        cls = _status_error_class(status)
-        if cls is RateLimitError:
-            return RateLimitError(retry_after=parse_retry_after(headers), **kwargs)
-        return cls(**kwargs)  # type: ignore[arg-type]
+        return make_status_error(
+            status,
+            method=method,
+            path=path,
+            body=parsed,
+            raw=body_head(body),
+            request_id=headers.get("x-request-id"),
+            retry_after=parse_retry_after(headers) if status == 429 else None,
+        )
 
 
 class _Chunks:
@@ -559,29 +604,15 @@ class _Chunks:
     def __init__(self, response: aiohttp.ClientResponse, path: str, read_timeout: float) -> None:
         self._response = response
         self._path = path
-        self._read_timeout = read_timeout
+        self._errors = _MappedErrors("POST", path, stream_read_timeout=read_timeout)
         self.bytes_read = 0
 
     def __aiter__(self) -> _Chunks:
         return self
 
     async def __anext__(self) -> bytes:
-        try:
+        with self._errors:
             chunk = await self._response.content.readany()
-        except (asyncio.TimeoutError, TimeoutError) as exc:
-            raise APITimeoutError(
-                f"the stream sent nothing for {self._read_timeout:g} s",
-                method="POST",
-                path=self._path,
-            ) from exc
-        except aiohttp.ClientPayloadError as exc:
-            raise APIConnectionError(
-                "the stream was cut short", method="POST", path=self._path
-            ) from exc
-        except aiohttp.ClientError as exc:
-            raise APIConnectionError(
-                f"the stream failed: {type(exc).__name__}", method="POST", path=self._path
-            ) from exc
         if not chunk:
             raise StopAsyncIteration
         self.bytes_read += len(chunk)

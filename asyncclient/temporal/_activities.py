@@ -48,13 +48,14 @@ from temporalio.common import MetricMeter
 from temporalio.exceptions import ApplicationError
 
 from .._client import Client
-from .._config import RETRY_STATUSES, PollPolicy
+from .._config import PollPolicy
 from .._exceptions import (
     APIStatusError,
     AuthenticationError,
     NotFoundError,
     PaymentRequiredError,
     ResponseDecodeError,
+    is_transient,
 )
 from .._polling import RunUpdate
 from ._exceptions import BatchInputError
@@ -167,7 +168,7 @@ def _result_of(update: RunUpdate) -> RunResult | None:
     permanent = isinstance(error, (NotFoundError, ResponseDecodeError)) or (
         isinstance(error, APIStatusError)
         and not isinstance(error, AuthenticationError)
-        and error.status not in RETRY_STATUSES
+        and not is_transient(error)
     )
     return RunResult.from_error(update.run_id, error) if permanent else None
 
