@@ -43,13 +43,6 @@ _SCHEDULE_STEPS = 256
 """The most growing steps a schedule takes before it jumps to its cap (a multiplier near 1)."""
 
 
-def _check_number(name: str, value: object, *, minimum: float, allow_zero: bool = False) -> float:
-    """The old spelling of :func:`check_number`, kept while ``_ratelimit.py`` moves off it."""
-    if minimum == 0 and not allow_zero:
-        return check_number(name, value, gt=0)
-    return check_number(name, value, ge=minimum)
-
-
 @dataclass(frozen=True)
 class Routes:
     """The two path styles the API is documented under.
@@ -145,14 +138,19 @@ class RetryPolicy:
             raise ValueError("max_delay must be >= initial_delay")
 
     def delays(self) -> Callable[[], float]:
-        """A fresh per-request delay source: exponential with full jitter, from backoff."""
-        waits = backoff.expo(
-            base=self.multiplier, factor=self.initial_delay, max_value=self.max_delay
-        )
-        next(waits)
+        """A fresh per-request delay source: the capped exponential schedule, with full jitter.
+
+        The nominal delays are :func:`exponential_schedule`'s (``min(cap, initial *
+        multiplier**n)``, so an absurd ``multiplier`` reaches the cap instead of overflowing);
+        backoff's ``full_jitter`` draws each wait from ``[0, nominal]``.
+        """
+        schedule = iter(exponential_schedule(self.initial_delay, self.multiplier, self.max_delay))
+        nominal = self.max_delay
 
         def next_delay() -> float:
-            return float(backoff.full_jitter(next(waits)))
+            nonlocal nominal
+            nominal = next(schedule, nominal)
+            return float(backoff.full_jitter(nominal))
 
         return next_delay
 

@@ -47,8 +47,8 @@ from types import TracebackType
 
 import anyio
 
-from ._config import _check_number
 from ._exceptions import APIStatusError, RateLimitError
+from ._validation import check_bool, check_number
 
 __all__ = ["RateController"]
 
@@ -264,13 +264,12 @@ class RateController:
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
     ) -> None:
         if max_requests_per_second is not None:
-            max_requests_per_second = _check_number(
-                "max_requests_per_second", max_requests_per_second, minimum=0
+            max_requests_per_second = check_number(
+                "max_requests_per_second", max_requests_per_second, gt=0
             )
-        if not isinstance(adaptive, bool):
-            raise ValueError("adaptive must be a bool")
+        check_bool("adaptive", adaptive)
         if max_pause != math.inf:  # math.inf: wait for any Retry-After (up to max_retry_after)
-            max_pause = _check_number("max_pause", max_pause, minimum=0, allow_zero=True)
+            max_pause = check_number("max_pause", max_pause, ge=0)
         self._max_pause = max_pause
         self._ceiling = max_requests_per_second
         self._adaptive = adaptive

@@ -504,3 +504,27 @@ def test_client_refuses_bad_max_retries_next_to_a_retry_policy() -> None:
     """``max_retries=`` is checked like the policy's own count, even next to a valid policy."""
     with pytest.raises(ValueError, match="max_retries"):
         Client(KEY, base_url="https://api.pre.dev", retry=RetryPolicy(), max_retries=101)
+
+
+@pytest.mark.parametrize(
+    ("initial_delay", "multiplier"),
+    [
+        pytest.param(0.0, 1.0873965158377491e44, id="zero-start-absurd-growth"),
+        pytest.param(0.5, 1e300, id="absurd-growth"),
+    ],
+)
+def test_retry_delays_reach_the_cap_instead_of_overflowing(
+    initial_delay: float, multiplier: float
+) -> None:
+    """An absurd multiplier makes the delays reach ``max_delay``, never an OverflowError."""
+    policy = RetryPolicy(initial_delay=initial_delay, multiplier=multiplier, max_delay=2.0)
+    next_delay = policy.delays()
+    assert all(0.0 <= next_delay() <= 2.0 for _ in range(50))
+
+
+def test_retry_delays_follow_the_capped_schedule() -> None:
+    """The n-th retry waits at most ``min(max_delay, initial * multiplier**n)`` (full jitter)."""
+    policy = RetryPolicy(initial_delay=0.5, multiplier=2.0, max_delay=3.0)
+    next_delay = policy.delays()
+    for nominal in (0.5, 1.0, 2.0, 3.0, 3.0, 3.0):
+        assert 0.0 <= next_delay() <= nominal
