@@ -525,6 +525,11 @@ def test_retry_delays_reach_the_cap_instead_of_overflowing(
 def test_retry_delays_follow_the_capped_schedule() -> None:
     """The n-th retry waits at most ``min(max_delay, initial * multiplier**n)`` (full jitter)."""
     policy = RetryPolicy(initial_delay=0.5, multiplier=2.0, max_delay=3.0)
-    next_delay = policy.delays()
-    for nominal in (0.5, 1.0, 2.0, 3.0, 3.0, 3.0):
-        assert 0.0 <= next_delay() <= nominal
+    drawn: list[list[float]] = []
+    for _ in range(200):  # fresh sources: each starts again at the first step
+        next_delay = policy.delays()
+        drawn.append([next_delay() for _ in range(6)])
+    for step, nominal in enumerate((0.5, 1.0, 2.0, 3.0, 3.0, 3.0)):
+        column = [draws[step] for draws in drawn]
+        assert all(0.0 <= delay <= nominal for delay in column)
+        assert max(column) > nominal / 2  # the jitter spans the step, not a smaller one
