@@ -806,7 +806,7 @@ async def test_serve_defaults_to_a_fresh_emulator_on_loopback() -> None:
         assert re.fullmatch(r"http://127\.0\.0\.1:\d+", server.base_url)
         assert server.api_key == "test-key"
         assert server.port > 0
-        assert server.emulator.app is server.emulator.app
+        assert server.emulator.app is not server.emulator.app  # built on each read, never cached
         headers = {"Authorization": f"Bearer {server.api_key}"}
         async with http.get(f"{server.base_url}/list-browser-agents", headers=headers) as resp:
             assert resp.status == 200

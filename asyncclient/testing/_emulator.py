@@ -13,19 +13,21 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 
-from ._app import build_app
+from ._accounts import CREDITS_URL, MAX_BATCH, QUEUE_CAP, SUBSCRIBE_URL, Account
 from ._clock import Clock, RealClock
 from ._examples import EXAMPLE_RUN_ID, example_bodies
 from ._faults import Faults
 from ._ratelimit import RateLimits
 from ._samples import RUN_FAILURES, sample_data, sample_status, sample_task
 from ._state import RunState, TaskPlan
-from ._submit import MAX_BATCH, QUEUE_CAP, Account
+from ._submission import MIN_TASK_CREDITS, Mode, Refusal, plan_tasks, read_submission
 
 if TYPE_CHECKING:
     from aiohttp import web
 
 __all__ = ["Emulator"]
+
+_EVENT_BYTES_PER_TASK = 4_000  # the event timeline a submitted task gets
 
 _encode = msgspec.json.encode
 
@@ -185,7 +187,7 @@ class Emulator:
         self.requests_by_route: Counter[str] = Counter()
         self.before_request: Callable[[str, web.Request], None] | None = None
         self.faults = Faults(seed)
-        self.rate_limits = RateLimits(self._authorize, seed=seed)
+        self.rate_limits = RateLimits(self.authorize, seed=seed)
         self.plan_task: Callable[[int, Mapping[str, Any]], float | TaskPlan] | None = None
         self.queue_cap = QUEUE_CAP
         self.max_batch = MAX_BATCH
@@ -195,7 +197,7 @@ class Emulator:
         self._version = 0
         self._filtered: dict[tuple[str, str], _Filtered] = {}
         self._accounts: dict[str, Account] = {}
-        self._starts: dict[str, list[float]] = {}
+        self._submitted = 0  # runs submitted over HTTP: seeds each submission's plans
         self._runs: dict[str, RunState] = {}
         # Per key, runs sorted by (createdAt, id) ascending; pages read it from the end.
         self._by_key: dict[str, list[RunState]] = {key: [] for key in keys}
@@ -205,7 +207,6 @@ class Emulator:
         # (key, run id) -> the docs' example bodies, without and with events (add_docs_example).
         self._docs_examples: dict[tuple[str, str], tuple[bytes, bytes]] = {}
         self._counter = 0
-        self._app: web.Application | None = None
 
     @property
     def list_rows(self) -> ListRows:
@@ -220,10 +221,14 @@ class Emulator:
 
     @property
     def app(self) -> web.Application:
-        """The ``aiohttp.web`` application serving this emulator (built once)."""
-        if self._app is None:
-            self._app = build_app(self)
-        return self._app
+        """A new ``aiohttp.web`` application serving this emulator (``build_app(self)``).
+
+        Each access builds another application: :func:`serve` builds its own, so keep the
+        one you read if you add routes to it and run it yourself.
+        """
+        from ._app import build_app  # the HTTP layer sits above the state: import on use
+
+        return build_app(self)
 
     # -- making runs ------------------------------------------------------------------------
 
@@ -468,8 +473,15 @@ class Emulator:
 
     # -- answering requests (called by the HTTP layer) ---------------------------------------
 
-    def _authorize(self, header: str | None) -> str | None:
-        """Return the API key a request authenticates as, or ``None``."""
+    def authorize(self, header: str | None) -> str | None:
+        """The API key an ``Authorization`` header authenticates as.
+
+        Args:
+            header: The header's value, or ``None`` when the request has none.
+
+        Returns:
+            The key, or ``None`` if the header names no key of this emulator.
+        """
         if header is None:
             return None
         key = self._auth.get(header)
@@ -482,13 +494,118 @@ class Emulator:
             return token
         return None
 
-    def _render_run(self, api_key: str, run_id: str, include_events: bool) -> bytes | None:
-        """Return the body for one run, or ``None`` if the key has no such run."""
+    def render_run(self, api_key: str, run_id: str, include_events: bool) -> bytes | None:
+        """The body of ``GET`` one run, as ``api_key`` sees it now.
+
+        Args:
+            api_key: The caller's key (another key's run looks like no run at all).
+            run_id: The run's id, in either case.
+            include_events: Whether each task carries its event timeline.
+
+        Returns:
+            The encoded body, or ``None`` if the key has no such run.
+        """
         run = self._runs.get(run_id) or self._runs.get(run_id.lower())
         if run is None or run.api_key != api_key:
             example = self._docs_examples.get((api_key, run_id.lower()))
             return None if example is None else example[include_events]
         return run.render_get(self.clock(), include_events)
+
+    _render_run = render_run  # the name tests and benchmarks outside the package still call
+
+    def live_tasks(self, api_key: str, now: float) -> tuple[int, int]:
+        """Count a key's unfinished tasks.
+
+        Args:
+            api_key: The key.
+            now: The time to count at, in seconds since the epoch.
+
+        Returns:
+            ``(running, pending)``: pending tasks wait for a free browser of their run.
+        """
+        running = pending = 0
+        for run in self._by_key[api_key]:
+            run_running, run_pending = run.live_tasks(now - run.created_at)
+            running += run_running
+            pending += run_pending
+        return running, pending
+
+    def submit(self, api_key: str, body: bytes) -> tuple[RunState, Mode] | Refusal:
+        """Submit a run as the service would: every check, then the run, planned.
+
+        Checks run in this order: the key's rate limit (429 ``RATE_LIMITED``), the body
+        (400), the batch size (400 ``BATCH_TOO_LARGE``), the account (402
+        ``SUBSCRIPTION_REQUIRED`` / ``INSUFFICIENT_CREDITS``), then the queue cap (429
+        ``QUEUE_FULL``).
+
+        Args:
+            api_key: The authenticated key.
+            body: The request body.
+
+        Returns:
+            The new run and how to answer it, or why it was refused.
+        """
+        account = self._accounts.get(api_key)
+        now = self.clock()
+        if account is not None and account.rate_limit is not None:
+            limit, window = account.rate_limit
+            while account.submits and account.submits[0] <= now - window:
+                account.submits.popleft()
+            if len(account.submits) >= limit:
+                wait = max(1, math.ceil(account.submits[0] + window - now))
+                return Refusal(
+                    429,
+                    "Too many requests: back off and retry",
+                    code="RATE_LIMITED",
+                    retry_after=wait,
+                )
+            account.submits.append(now)
+        submission = read_submission(body)
+        if isinstance(submission, str):
+            return Refusal(400, submission)
+        count = len(submission.tasks)
+        if count > self.max_batch:
+            return Refusal(
+                400,
+                f"A batch holds at most {self.max_batch} tasks, got {count}",
+                code="BATCH_TOO_LARGE",
+            )
+        if account is not None and not account.subscribed:
+            return Refusal(
+                402,
+                "Trial limit reached: subscribe to run more tasks",
+                code="SUBSCRIPTION_REQUIRED",
+                action_url=SUBSCRIBE_URL,
+            )
+        if account is not None and account.credits is not None:
+            needed = round(count * MIN_TASK_CREDITS, 2)
+            if account.credits < needed:
+                return Refusal(
+                    402,
+                    f"Insufficient credits: {count} tasks need at least {needed}, "
+                    f"the balance is {account.credits}",
+                    code="INSUFFICIENT_CREDITS",
+                    action_url=CREDITS_URL,
+                )
+        running, pending = self.live_tasks(api_key, now)
+        if running + pending + count > self.queue_cap:
+            return Refusal(
+                429,
+                f"Too many live tasks: {running + pending} of {self.queue_cap} in use; "
+                "wait for in-flight tasks to drain",
+                code="QUEUE_FULL",
+            )
+        rng = random.Random(f"asyncclient.testing:submit:{self.seed}:{self._submitted}")
+        plans, starts = plan_tasks(
+            submission.tasks, submission.concurrency, rng=rng, plan_task=self.plan_task
+        )
+        self._submitted += 1
+        run_id = self.create_run(
+            api_key, tasks=plans, event_bytes=_EVENT_BYTES_PER_TASK * count, created_at=now
+        )
+        run = self._runs[run_id]
+        run.starts = starts
+        return run, submission.mode
 
     def _matching(self, api_key: str, status: str, now: float) -> list[RunState]:
         """A key's runs in ``status`` at ``now``, oldest first.
@@ -523,8 +640,21 @@ class Emulator:
         self._filtered[cache_key] = _Filtered(runs, self._version, valid_from, valid_until)
         return runs
 
-    def _render_list(self, api_key: str, limit: int, skip: int, status: str | None) -> bytes:
-        """Return the body of one list page."""
+    def render_list(self, api_key: str, limit: int, skip: int, status: str | None) -> bytes:
+        """The body of one list page, as ``api_key`` sees it now.
+
+        The body is a camelCase dict written by hand, independent of the client's Structs:
+        the emulator is the oracle the client is tested against.
+
+        Args:
+            api_key: The caller's key.
+            limit: Rows on the page (already clamped into 1..100).
+            skip: Rows skipped from the newest.
+            status: ``"processing"``, ``"completed"`` or ``None`` for every run.
+
+        Returns:
+            The encoded page.
+        """
         now = self.clock()
         runs = self._by_key[api_key] if status is None else self._matching(api_key, status, now)
         total = len(runs)

@@ -64,8 +64,7 @@ import msgspec
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from ._app import GET_PATHS, LIST_PATHS
-from ._submit import STATUS_PATH, SUBMIT_PATHS
+from ._routes import route_name
 
 __all__ = ["Fault", "FaultKind", "Faults"]
 
@@ -82,11 +81,6 @@ _OUTAGE_FORMS: frozenset[str] = frozenset(get_args(OutageForm))
 
 _KINDS: frozenset[str] = frozenset(get_args(FaultKind))
 _ROUTES: frozenset[str] = frozenset(get_args(FaultRoute))
-_ROUTE_OF_PATH = {
-    **dict.fromkeys(GET_PATHS, "get"),
-    **dict.fromkeys(LIST_PATHS, "list"),
-    STATUS_PATH: "status",
-}
 _ROUTE_NAMES: dict[str, FaultRoute] = {
     "get": "get",
     "list": "list",
@@ -424,9 +418,7 @@ class Faults:
 def _route_of(request: web.Request) -> str:
     resource = request.match_info.route.resource
     canonical = resource.canonical if resource is not None else ""
-    if request.method == "POST" and canonical in SUBMIT_PATHS:
-        return "submit"  # the v1 submit path is also the v1 list path
-    return _ROUTE_OF_PATH.get(canonical, "other")
+    return route_name(canonical, request.method) or "other"
 
 
 def _make_middleware(faults: Faults) -> Middleware:

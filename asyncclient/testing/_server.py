@@ -7,7 +7,6 @@ the same port when it ends.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import math
@@ -73,13 +72,9 @@ async def serve(
         The running server; it is stopped and its sockets closed on exit.
     """
     emu = emulator if emulator is not None else Emulator()
-    app = emu.app
-    # An aiohttp application is tied to the first event loop that ran it; serving the same
-    # emulator from another loop (a different test session, say) needs an app of its own.
-    bound = getattr(app, "_loop", None)
-    if bound is not None and bound is not asyncio.get_running_loop():
-        app = build_app(emu)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=_SHUTDOWN_TIMEOUT)
+    # An application of its own each time: an aiohttp application is tied to the loop that
+    # first ran it, and the same emulator may be served again from another loop.
+    runner = web.AppRunner(build_app(emu), access_log=None, shutdown_timeout=_SHUTDOWN_TIMEOUT)
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port)

@@ -157,6 +157,7 @@ class RunState:
         event_bytes: int,
         fail_with: str | None,
         seed: str,
+        starts: list[float] | None = None,
     ) -> None:
         """Plan the run.
 
@@ -170,6 +171,9 @@ class RunState:
                 middle task (by finish time) would have finished: the tasks done before then
                 keep their planned results, the others end ``ERROR`` with this message.
             seed: Seeds the event timelines.
+            starts: Each task's start offset in seconds after creation, for a run submitted
+                over HTTP (its tasks wait for a free browser); ``None``: every task starts at
+                creation.
         """
         if not plans:
             raise ValueError("a run has at least one task")
@@ -181,6 +185,7 @@ class RunState:
         self.error = fail_with
         self.final_status = "completed" if fail_with is None else "failed"
         self.total = len(plans)
+        self.starts = starts
         self._budget = max(1, event_bytes // len(plans))
         self._seed = seed
         order = sorted(range(len(plans)), key=lambda i: (plans[i].finish_after, i))
@@ -243,6 +248,22 @@ class RunState:
             self._schedule()
         return changed
 
+    def live_tasks(self, elapsed: float) -> tuple[int, int]:
+        """Count the unfinished tasks ``elapsed`` seconds after creation: ``(running, pending)``.
+
+        A task is pending until its start offset (:attr:`starts`), running until it finishes.
+        """
+        running = pending = 0
+        if elapsed >= self.end_offset:
+            return running, pending
+        for task in self.tasks:
+            if task.finish > elapsed:
+                if self.starts is not None and self.starts[task.index] > elapsed:
+                    pending += 1
+                else:
+                    running += 1
+        return running, pending
+
     def status_at(self, now: float) -> str:
         """Return ``processing``, ``completed`` or ``failed`` at time ``now``."""
         if now - self.created_at < self.end_offset:
@@ -256,7 +277,8 @@ class RunState:
             task.plain = msgspec.Raw(_encode(task.result(None)))
         return task.plain
 
-    def _events(self, task: _Task) -> list[bytes]:
+    def timeline(self, task: _Task) -> list[bytes]:
+        """The encoded events of one task's timeline (built on first use, then kept)."""
         if task.events is None:
             task.events = build_timeline(
                 run_id=self.id,
@@ -273,12 +295,12 @@ class RunState:
 
     def _with_events(self, task: _Task) -> msgspec.Raw:
         if task.with_events is None:
-            events = msgspec.Raw(b"[" + b",".join(self._events(task)) + b"]")
+            events = msgspec.Raw(b"[" + b",".join(self.timeline(task)) + b"]")
             task.with_events = msgspec.Raw(_encode(task.result(events)))
         return task.with_events
 
     def _live(self, task: _Task, elapsed: float) -> msgspec.Raw:
-        events = self._events(task)
+        events = self.timeline(task)
         n = len(events)
         # Event j happens at finish * (j + 1) / n; the last one ("done") only at the finish.
         seen = min(n - 1, int(n * elapsed / task.finish)) if elapsed > 0 else 0

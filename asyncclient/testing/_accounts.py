@@ -1,0 +1,31 @@
+"""What the emulator knows of an account: plan, credits, submit rate limit, and the caps."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import deque
+from dataclasses import dataclass, field
+
+__all__ = ["CREDITS_URL", "MAX_BATCH", "QUEUE_CAP", "SUBSCRIBE_URL", "Account", "user_id"]
+
+QUEUE_CAP = 1000
+"""Live (unfinished) tasks one key may have."""
+MAX_BATCH = 100
+"""Tasks one submission may hold."""
+SUBSCRIBE_URL = "https://pre.dev/pricing"
+CREDITS_URL = "https://pre.dev/settings/credits"
+
+
+@dataclass
+class Account:
+    """What :meth:`Emulator.set_account` set for one key."""
+
+    subscribed: bool = True
+    credits: float | None = None
+    rate_limit: tuple[int, float] | None = None
+    submits: deque[float] = field(default_factory=deque)
+
+
+def user_id(api_key: str) -> str:
+    """The account id the emulator shows for a key (derived from it, never the key itself)."""
+    return "user_" + hashlib.sha256(f"asyncclient.testing:{api_key}".encode()).hexdigest()[:16]
