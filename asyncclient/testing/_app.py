@@ -340,7 +340,7 @@ def build_app(emulator: Emulator) -> web.Application:
     # Latency and rate limits, then faults (none unless a test or the command line sets some),
     # act in front of every route; then the counting and authenticating front.
     app = web.Application(
-        middlewares=[emulator.rate_limits._middleware, emulator.faults._middleware, front]
+        middlewares=[emulator.rate_limits.middleware, emulator.faults.middleware, front]
     )
     # The submit routes first: the v1 submit path is also the v1 list path.
     for path in SUBMIT_PATHS:

@@ -226,7 +226,8 @@ class Faults:
         self.injected: Counter[str] = Counter()
         self.requests = 0
         self.on_request: Callable[[str, web.Request, Fault | None], None] | None = None
-        self._middleware = _make_middleware(self)
+        self.middleware: Middleware = _make_middleware(self)
+        """The ``aiohttp.web`` middleware that injects these faults (``build_app`` adds it)."""
         # The servers of this emulator, told when an outage is added or removed.
         self._watchers: list[Callable[[], None]] = []
 
@@ -271,6 +272,23 @@ class Faults:
             True while it is active and its outage, if it is one, has begun and not ended.
         """
         return any(active is fault for active in self.active)
+
+    def watch(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` whenever an outage is added or removed (a server follows them).
+
+        Args:
+            callback: Called with no arguments, on the thread that changed the faults.
+        """
+        self._watchers.append(callback)
+
+    def unwatch(self, callback: Callable[[], None]) -> None:
+        """Stop calling ``callback`` (a no-op if it is not watching).
+
+        Args:
+            callback: A callback passed to :meth:`watch`.
+        """
+        with contextlib.suppress(ValueError):
+            self._watchers.remove(callback)
 
     def _notify(self) -> None:
         for watcher in list(self._watchers):

@@ -102,7 +102,8 @@ class RateLimits:
         self.retry_after: RetryAfterForm = "seconds"
         self.admitted: Counter[str] = Counter()
         self.limited: Counter[str] = Counter()
-        self._middleware = _make_middleware(self)
+        self.middleware: Middleware = _make_middleware(self)
+        """The ``aiohttp.web`` middleware applying latency and limits (``build_app`` adds it)."""
 
     def __repr__(self) -> str:
         return (

@@ -7,7 +7,6 @@ the same port when it ends.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import time
@@ -116,7 +115,7 @@ class _Listener:
 
     async def follow(self, emulator: Emulator) -> None:
         faults = emulator.faults
-        faults._watchers.append(self._notify)
+        faults.watch(self._notify)
         try:
             while True:
                 if self._changed.is_set():
@@ -131,8 +130,7 @@ class _Listener:
                 with anyio.move_on_after(max(wait, 0.0) if math.isfinite(wait) else math.inf):
                     await self._changed.wait()
         finally:
-            with contextlib.suppress(ValueError):
-                faults._watchers.remove(self._notify)
+            faults.unwatch(self._notify)
 
     async def _apply(self, refusing: bool) -> None:
         if refusing and self._site is not None:
