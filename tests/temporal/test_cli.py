@@ -128,8 +128,9 @@ def test_the_commands_take_the_name_they_are_wired_under(
 ) -> None:
     """Wired into another command line, usage shows that command's name."""
     for command in (watch_main, worker_main):
-        assert command(["--help"], prog="asyncclient temporal x") == 0
-        assert capsys.readouterr().out.startswith("Usage: asyncclient temporal x")
+        for flag in ("--help", "-h"):
+            assert command([flag], prog="asyncclient temporal x") == 0
+            assert capsys.readouterr().out.startswith("Usage: asyncclient temporal x")
 
 
 @pytest.mark.parametrize("command", ["worker", "watch"])

@@ -40,7 +40,7 @@ from collections.abc import Sequence
 
 import click
 
-from ._common import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
+from ._common import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, HELP_OPTIONS
 from ._watch import watch
 from ._worker import worker
 
@@ -64,7 +64,7 @@ class _Group(click.Group):
     cls=_Group,
     invoke_without_command=True,
     no_args_is_help=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
+    context_settings=HELP_OPTIONS,
 )
 @click.pass_context
 def temporal(ctx: click.Context) -> None:

@@ -21,6 +21,7 @@ __all__ = [
     "EXIT_OK",
     "EXIT_UNREACHABLE",
     "EXIT_USAGE",
+    "HELP_OPTIONS",
     "Number",
     "error",
     "temporal_help",
@@ -37,6 +38,9 @@ EXIT_ALREADY_STARTED = 5
 EXIT_INTERRUPTED = 130
 
 DEFAULT_SINK = "sqlite:///predev-results.db"
+
+# -h as well as --help, also when a command runs on its own (worker_main, watch_main).
+HELP_OPTIONS: dict[str, Any] = {"help_option_names": ["-h", "--help"]}
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 

@@ -33,6 +33,7 @@ from ._common import (
     EXIT_OK,
     EXIT_UNREACHABLE,
     EXIT_USAGE,
+    HELP_OPTIONS,
     Number,
     error,
     temporal_help,
@@ -63,6 +64,7 @@ def _max_parallel(ctx: click.Context, param: click.Parameter, value: int) -> int
         "--interval seconds (stored/total, rate, elapsed)."
     ),
     short_help="Start a batch and follow it until every id is stored.",
+    context_settings=HELP_OPTIONS,
 )
 @click.option(
     "--ids-file", required=True, help="One run id per line; workers must read the same path."

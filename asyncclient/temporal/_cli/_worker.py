@@ -27,6 +27,7 @@ from ._common import (
     EXIT_OK,
     EXIT_UNREACHABLE,
     EXIT_USAGE,
+    HELP_OPTIONS,
     Number,
     error,
     temporal_help,
@@ -51,6 +52,7 @@ _POLL = PollPolicy()
         "(within --shutdown-grace) and are retried on other workers at once."
     ),
     short_help="Run a worker that watches shards and stores their results.",
+    context_settings=HELP_OPTIONS,
 )
 @temporal_options
 @click.option("--base-url", help=f"The API origin (${BASE_URL_ENV}, else the real API).")
