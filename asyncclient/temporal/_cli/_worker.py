@@ -15,7 +15,7 @@ from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from ..._client import Client
 from ..._config import POLL_STRATEGIES, PollPolicy
 from ..._constants import API_KEY_ENV, BASE_URL_ENV
-from .._activities import ShardActivities, _default_identity
+from .._activities import ShardActivities, default_identity
 from .._connect import TemporalSettings, connect
 from .._exceptions import SinkError
 from .._metrics import counting_session
@@ -217,7 +217,7 @@ async def _run_worker(
     policy: PollPolicy,
     runtime: Runtime | None,
 ) -> int:
-    identity = args.identity or _default_identity()
+    identity = args.identity or default_identity()
     try:
         temporal = await connect(settings, identity=identity, runtime=runtime)
     except RuntimeError as exc:
