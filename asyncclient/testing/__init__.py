@@ -31,14 +31,23 @@ accepts connections and never answers; ``--outage refused:30:120`` does it from 
 A rate limit per key and latency on every answer: ``emu.rate_limits.set(200, burst=20)`` and
 ``emu.rate_limits.set_latency(0.010)`` (see :class:`RateLimits`), or
 ``--rate-limit 200 --burst 20 --latency 10ms``.
+
+One switch for the SDK's own waits: ``set_testing(delay_scale=0.001)`` (or ``with
+set_testing(delay_scale=0.001):``) scales every retry, poll and outage-probe delay, keeping the
+production policies (:func:`set_testing`).
 """
 
+from .. import _testing_switch
 from ._clock import Clock, ManualClock, RealClock
 from ._emulator import Emulator
 from ._faults import Fault, Faults
 from ._ratelimit import RateLimits
 from ._server import EmulatorServer, serve
 from ._state import TaskPlan
+
+# Not in __all__ yet: tests/test_emulator.py holds a second golden list of __all__ (issue 14).
+set_testing = _testing_switch.set_testing
+"""Scale every delay the SDK waits by one factor, for tests (``with`` restores the previous one)."""
 
 __all__ = [
     "Clock",
