@@ -15,17 +15,9 @@ from typing import Literal
 
 import backoff
 
-# Moved to _constants and _validation; re-exported while the callers left (_cli, _ratelimit,
-# temporal) move their imports there. Nothing new should import these from here.
-from ._constants import API_KEY_ENV as API_KEY_ENV
-from ._constants import BASE_URL_ENV as BASE_URL_ENV
-from ._constants import DEFAULT_BASE_URL as DEFAULT_BASE_URL
 from ._validation import check_int, check_number, check_seconds
-from ._validation import validate_api_key as validate_api_key
-from ._validation import validate_run_id as validate_run_id
 
 __all__ = [
-    "DEFAULT_BASE_URL",
     "POLL_STRATEGIES",
     "PollPolicy",
     "PollStrategy",

@@ -56,6 +56,7 @@ from ._harvest import Harvest
 from ._models import Run
 from ._outage import OutageTracker
 from ._pagination import FetchPage, Walk
+from ._testing_switch import scaled
 from ._validation import validate_run_id
 
 __all__ = ["RunUpdate", "Watcher"]
@@ -161,7 +162,6 @@ class Watcher(AsyncContextManagerMixin):
         include_events: bool = False,
         progress: bool = False,
         policy: PollPolicy | None = None,
-        rand: Callable[[], float] = random.random,
     ) -> None:
         if not isinstance(include_events, bool):
             raise ValueError("include_events must be a bool")
@@ -176,7 +176,6 @@ class Watcher(AsyncContextManagerMixin):
             raise ValueError(f"strategy {self.policy.strategy!r} needs a list endpoint")
         self._include_events = include_events
         self._progress = progress
-        self._rand = rand
         self._initial = self._validated(run_ids)
         self._seen: set[str] = set()
         self._heap: list[tuple[float, int, _Watched]] = []
@@ -208,7 +207,9 @@ class Watcher(AsyncContextManagerMixin):
         self.scans = 0
         self.scan_failures = 0
         self.scan_requests = 0
-        self._outage = OutageTracker(interval=self.policy.max_delay, now=lambda: self._now())
+        self._outage = OutageTracker(
+            interval=scaled(self.policy.max_delay), now=lambda: self._now()
+        )
         self._outage_began_event = anyio.Event()
 
     def __repr__(self) -> str:
@@ -573,7 +574,7 @@ class Watcher(AsyncContextManagerMixin):
     def _reschedule(self, watched: _Watched, now: float) -> None:
         if watched.delivered:
             return
-        natural = now + self.policy.delay(watched.attempt, self._rand)
+        natural = now + scaled(self.policy.delay(watched.attempt, random.random))
         watched.attempt += 1
         watched.natural_due = natural
         due = natural
@@ -608,7 +609,7 @@ class Watcher(AsyncContextManagerMixin):
                     await self._scan_wakeup.wait()
                 continue
             now = self._now()
-            interval = self.policy.delay(self._scan_attempt, self._rand)
+            interval = scaled(self.policy.delay(self._scan_attempt, random.random))
             self._scan_attempt += 1
             self._next_scan_at = now + interval
             if not self._active:
@@ -780,12 +781,12 @@ class Watcher(AsyncContextManagerMixin):
         """The API answers again: release the runs over one capped interval, not all at once."""
         logger.info("the API answers again, after %.1f s unreachable", seconds)
         now = self._now()
-        spread = self.policy.max_delay
+        spread = scaled(self.policy.max_delay)
         for watched in self._active.values():
             if watched.in_flight or watched.due <= now:
                 continue
             # The healthy cadence: each run once per capped interval, so no storm.
-            watched.natural_due = now + spread * self._rand()
+            watched.natural_due = now + spread * random.random()
             if not self._scanning:
                 self._schedule(watched, min(watched.natural_due, watched.deadline))
         if self.policy.strategy != "per-run":

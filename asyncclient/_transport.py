@@ -43,6 +43,7 @@ from ._exceptions import (
 )
 from ._models import error_body_decoder
 from ._ratelimit import RateController
+from ._testing_switch import scaled
 from ._version import __version__
 
 logger = logging.getLogger("asyncclient")
@@ -209,7 +210,6 @@ class Transport:
         session: a caller-owned session, used as is and never closed here.
         trust_env: read proxy settings from the environment (off by default).
         max_response_bytes: bodies larger than this are refused without being read in full.
-        sleep: how to wait between attempts (tests pass a faster one).
         rate: the rate controller every attempt passes through (default: a fresh one).
     """
 
@@ -223,7 +223,6 @@ class Transport:
         session: aiohttp.ClientSession | None = None,
         trust_env: bool = False,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
-        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
         rate: RateController | None = None,
     ) -> None:
         self._base = str(base_url)
@@ -248,7 +247,6 @@ class Transport:
         self._max_response_bytes = max_response_bytes
         # Bodies of a known length up to this are read with aiohttp's read(), as they are.
         self._small_body = min(_SMALL_BODY, max_response_bytes)
-        self._sleep = sleep
         self.rate = rate if rate is not None else RateController()
         self._closed = False
         self.budget = (
@@ -409,14 +407,14 @@ class Transport:
             attempts += 1
             if next_delay is None:
                 next_delay = self._retry.delays()
-            delay = self._retry_delay(next_delay(), retry_after)
+            delay = scaled(self._retry_delay(next_delay(), retry_after))
             self.retries += 1
             if logger.isEnabledFor(logging.DEBUG):
                 logger.debug(
                     "retrying %s %s in %.3fs (attempt %d): %s", method, path, delay, attempts, error
                 )
             if not (isinstance(error, RateLimitError) and rate.pause(error, delay)):
-                await self._sleep(delay)  # else the whole client pauses: the retry waits in acquire
+                await anyio.sleep(delay)  # else the whole client pauses: the retry waits in acquire
 
     def _retry_cost(self, error: PredevError) -> int | None:
         """Take one retry's tokens from the budget: what it cost, or ``None`` when it is spent.

@@ -562,6 +562,24 @@ async def test_runs_commands_do_not_import_the_emulator(server: EmulatorServer) 
     assert result.stdout.decode().split(None, 1) == ["1", "[]\n"]
 
 
+async def test_temporal_without_its_extra_is_a_usage_error_naming_it() -> None:
+    """`asyncclient temporal worker` without temporalio installed: exit 2 and the pip command."""
+    # A None entry in sys.modules makes `import temporalio` fail as if it were not installed.
+    probe = (
+        "import sys; sys.modules['temporalio'] = None; from asyncclient._cli import main; "
+        "sys.exit(main(['temporal', 'worker', '--help']))"
+    )
+    with anyio.fail_after(30):
+        result = await anyio.run_process(
+            [sys.executable, "-W", "error", "-c", probe], check=False, env=_env()
+        )
+    assert result.returncode == 2
+    assert _clean(result.stderr) == (
+        "asyncclient: error: the temporal commands need the extra: "
+        "pip install 'asyncclient[temporal]'\n"
+    )
+
+
 async def test_a_bad_testing_delay_scale_is_a_usage_error(server: EmulatorServer) -> None:
     """A malformed ASYNCCLIENT_TESTING_DELAY_SCALE is exit 2 with one line, before any request."""
     env = _env() | {"ASYNCCLIENT_TESTING_DELAY_SCALE": "fast"}

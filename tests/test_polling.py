@@ -25,7 +25,7 @@ from asyncclient import (
 )
 from asyncclient._config import PollStrategy
 from asyncclient._polling import HARVEST_PARALLEL
-from asyncclient.testing import Emulator, EmulatorServer, ManualClock
+from asyncclient.testing import Emulator, EmulatorServer, ManualClock, set_testing
 
 pytestmark = pytest.mark.anyio
 
@@ -506,3 +506,19 @@ async def test_auto_switches_strategy_mid_watch(
         # With one run left, its GET costs no more than a scan page: scans stop.
         assert watcher.scans <= scans_when_few_left + 1
         assert polls_at_end > 300
+
+
+async def test_the_testing_switch_shortens_the_poll_schedule_not_the_logic(
+    client: Client, emulator: Emulator, clock: ManualClock
+) -> None:
+    """Under ``set_testing``, a 30 s poll schedule still polls once per step, in milliseconds."""
+    run_id = emulator.create_run(durations=[1.0, 2.0, 3.0])
+    slow = PollPolicy(initial_delay=30.0, max_delay=60.0, not_found_grace=0.0)
+    completed: list[int] = []
+    with set_testing(delay_scale=1e-5), anyio.fail_after(20):  # unscaled: minutes of polling
+        async with client.watch([run_id], progress=True, policy=slow) as watcher:
+            async for update in watcher:
+                assert update.run is not None
+                completed.append(update.run.completed)
+                clock.advance(1.0)
+    assert completed == [0, 1, 2, 3]

@@ -35,7 +35,9 @@ from asyncclient import (
     Run,
     ServerError,
 )
+from asyncclient._testing_switch import current_delay_scale, scaled
 from asyncclient._transport import parse_retry_after
+from asyncclient.testing import Emulator, EmulatorServer, Fault, set_testing
 
 pytestmark = pytest.mark.anyio
 
@@ -598,3 +600,62 @@ def test_parse_retry_after(headers: dict[str, str], expected: float | None) -> N
         assert result is None
     else:
         assert result == pytest.approx(expected)
+
+
+# -- the testing switch (asyncclient.testing.set_testing) ------------------------------------
+
+
+def test_set_testing_scales_every_delay_and_none_switches_it_off() -> None:
+    """``set_testing(delay_scale=f)`` multiplies each delay by ``f``; ``None`` restores them."""
+    assert current_delay_scale() is None
+    assert scaled(2.0) == 2.0
+    set_testing(delay_scale=0.25)
+    try:
+        assert current_delay_scale() == 0.25
+        assert scaled(2.0) == 0.5
+    finally:
+        set_testing(delay_scale=None)
+    assert current_delay_scale() is None
+    assert scaled(2.0) == 2.0
+
+
+def test_set_testing_as_a_context_manager_restores_the_previous_factor() -> None:
+    """Leaving ``with set_testing(...)`` restores the factor before it, even after an error."""
+    inside: list[float] = []
+
+    def fail_under_a_smaller_factor() -> None:
+        with set_testing(delay_scale=0.01):
+            inside.append(scaled(1.0))
+            raise RuntimeError("inside")
+
+    with set_testing(delay_scale=0.5):
+        with pytest.raises(RuntimeError, match="inside"):
+            fail_under_a_smaller_factor()
+        assert inside == [pytest.approx(0.01)]
+        assert current_delay_scale() == 0.5
+    assert current_delay_scale() is None
+
+
+@pytest.mark.parametrize(
+    "bad", [0, -1.0, math.nan, math.inf, "0.1", True], ids=["0", "neg", "nan", "inf", "str", "bool"]
+)
+def test_a_bad_delay_scale_is_a_value_error_naming_it(bad: object) -> None:
+    """A factor that is not a finite number > 0 is refused, and the switch stays as it was."""
+    with pytest.raises(ValueError, match="delay_scale"):
+        set_testing(delay_scale=bad)  # type: ignore[arg-type]
+    assert current_delay_scale() is None
+
+
+async def test_the_switch_shortens_a_production_backoff_without_changing_the_retries(
+    emulator: Emulator, server: EmulatorServer
+) -> None:
+    """Under the switch, a 30 s backoff policy still retries twice and answers, in milliseconds."""
+    run_id = emulator.create_run(durations=[0.0])
+    emulator.faults.add(Fault("status", status=503, times=2))
+    slow = RetryPolicy(max_retries=2, initial_delay=30.0, max_delay=30.0)
+    async with Client(server.api_key, base_url=server.base_url, retry=slow) as client:
+        with set_testing(delay_scale=1e-5), anyio.fail_after(20):  # unscaled: 60 s, then a hang
+            run = await client.get_run(run_id)
+        assert run.id == run_id
+        assert client.retries == 2
+    assert emulator.faults.injected["status"] == 2

@@ -13,8 +13,9 @@
     asyncclient temporal worker|watch ...
 
 One click group, one module per command group: :mod:`._runs` (``runs``), :mod:`._demo`
-(``demo``) and :mod:`._forward` (``emulator``, ``temporal``); the last two are loaded only when
-named, so ``runs get`` never imports the emulator. :mod:`._exit` holds the exit codes (see
+(``demo``) and :mod:`._forward` (``emulator``), and the Temporal extra's click group
+(``temporal``, :mod:`asyncclient.temporal._cli`); the last three are loaded only when named, so
+``runs get`` never imports the emulator or Temporal. :mod:`._exit` holds the exit codes (see
 there), :mod:`._render` what is printed, :mod:`._results` the ``--out`` lines, :mod:`._loop` the
 event loop. ``runs watch`` rides out an unreachable API for ``--max-outage`` (10 minutes by
 default) before exit 4; shorter outages are logged on stderr.
@@ -70,10 +71,12 @@ class _LazyGroup(click.Group):
             "Serve the API emulator locally (see: asyncclient emulator --help).",
         ),
         "temporal": (
-            "._forward:temporal",
+            "..temporal._cli:temporal",
             "Scale out on Temporal: temporal worker|watch (needs the temporal extra).",
         ),
     }
+    # name -> the extra a lazy command needs, named in the usage error when it is not installed
+    _extras: Mapping[str, str] = {"temporal": "temporal"}
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted([*super().list_commands(ctx), *self._lazy])
@@ -82,7 +85,16 @@ class _LazyGroup(click.Group):
         if cmd_name not in self._lazy:
             return super().get_command(ctx, cmd_name)
         module_name, _, attribute = self._lazy[cmd_name][0].partition(":")
-        command = getattr(importlib.import_module(module_name, __name__), attribute)
+        try:
+            module = importlib.import_module(module_name, __name__)
+        except ImportError as exc:
+            extra = self._extras.get(cmd_name)
+            if extra is None:
+                raise
+            raise click.UsageError(
+                f"the {cmd_name} commands need the extra: pip install 'asyncclient[{extra}]'"
+            ) from exc
+        command = getattr(module, attribute)
         assert isinstance(command, click.Command)
         return command
 

@@ -10,6 +10,7 @@ import asyncio
 import importlib
 import importlib.util
 import os
+import signal
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -51,9 +52,44 @@ def event_loop_name() -> str:
 
 
 def run_command(command: Callable[[], Coroutine[Any, Any, int]]) -> int:
-    """Run a command to its end on the loop :func:`event_loop_name` picks."""
+    """Run a command to its end on the loop :func:`event_loop_name` picks.
+
+    Ctrl-C cancels the command, which unwinds as any cancellation does (whole lines written,
+    connections closed), then surfaces as ``KeyboardInterrupt``.
+    """
     if event_loop_name() == "uvloop":
         # Imported by name: the package is typed without the speed extra installed.
         run: Callable[[Coroutine[Any, Any, int]], int] = importlib.import_module("uvloop").run
-        return run(command())
-    return asyncio.run(command())
+        return run(_interruptible(command))
+    return asyncio.run(_interruptible(command))
+
+
+async def _interruptible(command: Callable[[], Coroutine[Any, Any, int]]) -> int:
+    """Run ``command`` with SIGINT turned into a cancellation of it, on every Python.
+
+    Python 3.11's ``asyncio.run`` does this itself; on 3.10 the default handler raises
+    ``KeyboardInterrupt`` wherever the loop happens to be, which can leave it unable to finish
+    (a watch that never exits). Handled through the loop, the signal arrives between steps.
+    """
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    interrupted = False
+
+    def interrupt() -> None:
+        nonlocal interrupted
+        interrupted = True
+        if task is not None:
+            task.cancel()
+
+    try:
+        loop.add_signal_handler(signal.SIGINT, interrupt)
+    except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or Windows
+        return await command()
+    try:
+        return await command()
+    except asyncio.CancelledError:
+        if interrupted:
+            raise KeyboardInterrupt from None
+        raise
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)

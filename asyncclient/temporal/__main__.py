@@ -1,4 +1,4 @@
-"""``python -m asyncclient.temporal worker|watch ...``: see ``_cli.py``."""
+"""``python -m asyncclient.temporal worker|watch ...``: see ``_cli``."""
 
 from __future__ import annotations
 

@@ -155,7 +155,8 @@ class _Outcome:
     not_owned: int = 0
 
 
-def _default_identity() -> str:
+def default_identity() -> str:
+    """A worker's name when none is given: ``pid@host``."""
     return f"{os.getpid()}@{socket.gethostname()}"
 
 
@@ -216,7 +217,7 @@ class ShardActivities:
         self._client = client
         self._sink = sink
         self._policy = policy
-        self.worker = worker or _default_identity()
+        self.worker = worker or default_identity()
         self._flush_size = flush_size
         self._flush_interval = flush_interval
         self._max_shards = max_shards

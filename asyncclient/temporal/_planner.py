@@ -20,7 +20,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from .._config import validate_run_id
+from .._validation import validate_run_id
 from ._exceptions import BatchInputError
 
 __all__ = [
