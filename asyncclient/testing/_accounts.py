@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -24,6 +25,26 @@ class Account:
     credits: float | None = None
     rate_limit: tuple[int, float] | None = None
     submits: deque[float] = field(default_factory=deque)
+
+    def admit(self, now: float) -> int | None:
+        """Count a submission against the rate limit, if it is under it.
+
+        Args:
+            now: The emulator's time, in seconds since the epoch.
+
+        Returns:
+            ``None`` if the submission is admitted (and counted); else the whole seconds until
+            the oldest submission in the window leaves it (at least 1), for ``Retry-After``.
+        """
+        if self.rate_limit is None:
+            return None
+        limit, window = self.rate_limit
+        while self.submits and self.submits[0] <= now - window:
+            self.submits.popleft()
+        if len(self.submits) >= limit:
+            return max(1, math.ceil(self.submits[0] + window - now))
+        self.submits.append(now)
+        return None
 
 
 def user_id(api_key: str) -> str:

@@ -42,7 +42,8 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from ._accounts import user_id
-from ._routes import GET_PATHS, LIST_PATHS, STATUS_PATH, SUBMIT_PATHS, route_name
+from ._responses import JSON, client_gone, error_response
+from ._routes import GET_PATHS, LIST_PATHS, STATUS_PATH, SUBMIT_PATHS, request_route
 from ._state import RunState
 from ._submission import Refusal
 
@@ -53,7 +54,6 @@ __all__ = ["build_app"]
 
 _RUN_ID = re.compile(r"[0-9a-fA-F]{24}")
 _INTEGER = re.compile(r"[+-]?[0-9]+")
-_JSON = "application/json"
 _DEFAULT_LIMIT = 20
 _MAX_LIMIT = 100
 _STATUSES = frozenset({"processing", "completed"})
@@ -73,33 +73,17 @@ _API_KEY = web.RequestKey("api_key", str)
 _encode = msgspec.json.encode
 
 
-def _error(
-    status: int,
-    message: str,
-    *,
-    code: str | None = None,
-    action_url: str | None = None,
-    headers: dict[str, str] | None = None,
-) -> web.Response:
-    body: dict[str, str] = {"error": message}
-    if code is not None:
-        body["code"] = code
-    if action_url is not None:
-        body["actionUrl"] = action_url
-    return web.Response(status=status, body=_encode(body), content_type=_JSON, headers=headers)
-
-
 def _unauthorized() -> web.Response:
-    return _error(401, "Missing or invalid API key", headers={"WWW-Authenticate": "Bearer"})
+    return error_response(401, "Missing or invalid API key", headers={"WWW-Authenticate": "Bearer"})
 
 
 def _not_allowed() -> web.Response:
-    return _error(405, "Method not allowed", headers={"Allow": "GET"})
+    return error_response(405, "Method not allowed", headers={"Allow": "GET"})
 
 
 def _refused(refusal: Refusal) -> web.Response:
     headers = None if refusal.retry_after is None else {"Retry-After": str(refusal.retry_after)}
-    return _error(
+    return error_response(
         refusal.status,
         refusal.message,
         code=refusal.code,
@@ -109,12 +93,7 @@ def _refused(refusal: Refusal) -> web.Response:
 
 
 def _json(body: Mapping[str, Any] | bytes) -> web.Response:
-    return web.Response(body=body if isinstance(body, bytes) else _encode(body), content_type=_JSON)
-
-
-def _gone(request: web.Request) -> bool:
-    transport = request.transport
-    return transport is None or transport.is_closing()
+    return web.Response(body=body if isinstance(body, bytes) else _encode(body), content_type=JSON)
 
 
 def _integer(request: web.Request, name: str) -> int | str | None:
@@ -211,7 +190,7 @@ async def _stream(emulator: Emulator, request: web.Request, run: RunState) -> we
                 await response.write(frames)
                 finished = True
                 break
-            if _gone(request):
+            if client_gone(request):
                 break
             if frames:
                 await response.write(frames)
@@ -236,7 +215,7 @@ async def _answer_when_finished(
 ) -> web.Response:
     """Hold the request until the run is over on the emulator's clock, then answer it."""
     while True:
-        if run.status_at(emulator.clock()) != "processing" or _gone(request):
+        if run.status_at(emulator.clock()) != "processing" or client_gone(request):
             break
         await asyncio.sleep(_TICK)
     return _json(run.render_get(emulator.clock(), False))
@@ -259,8 +238,7 @@ def build_app(emulator: Emulator) -> web.Application:
     async def front(request: web.Request, handler: Handler) -> web.StreamResponse:
         """Count the request, call before_request, check the method, then authenticate."""
         emulator.request_count += 1
-        resource = request.match_info.route.resource
-        name = route_name(resource.canonical if resource is not None else "", request.method)
+        name = request_route(request)
         if name is None:
             return await handler(request)  # no route: the 404 needs no key
         emulator.requests_by_route[name] += 1
@@ -277,7 +255,7 @@ def build_app(emulator: Emulator) -> web.Application:
     async def get_run(request: web.Request) -> web.Response:
         run_id = request.match_info["id"]
         if not _RUN_ID.fullmatch(run_id):
-            return _error(400, "Malformed run id")
+            return error_response(400, "Malformed run id")
         include_events = False
         if request.query_string:
             raw = request.query.get("includeEvents")
@@ -286,22 +264,24 @@ def build_app(emulator: Emulator) -> web.Application:
                 if flag in _TRUE:
                     include_events = True
                 elif flag not in _FALSE:
-                    return _error(400, f"includeEvents must be true or false, got {raw!r}")
+                    return error_response(400, f"includeEvents must be true or false, got {raw!r}")
         body = emulator.render_run(request[_API_KEY], run_id, include_events)
         if body is None:
-            return _error(404, "Run not found")
+            return error_response(404, "Run not found")
         return _json(body)
 
     async def list_runs(request: web.Request) -> web.Response:
         limit = _integer(request, "limit")
         if isinstance(limit, str):
-            return _error(400, limit)
+            return error_response(400, limit)
         skip = _integer(request, "skip")
         if isinstance(skip, str):
-            return _error(400, skip)
+            return error_response(400, skip)
         status = request.query.get("status")
         if status is not None and status not in _STATUSES:
-            return _error(400, f"status must be 'processing' or 'completed', got {status!r}")
+            return error_response(
+                400, f"status must be 'processing' or 'completed', got {status!r}"
+            )
         limit = _DEFAULT_LIMIT if limit is None else min(max(limit, 1), _MAX_LIMIT)
         return _json(emulator.render_list(request[_API_KEY], limit, skip or 0, status))
 
@@ -335,7 +315,7 @@ def build_app(emulator: Emulator) -> web.Application:
         )
 
     async def not_found(request: web.Request) -> web.Response:
-        return _error(404, "Not found")
+        return error_response(404, "Not found")
 
     # Latency and rate limits, then faults (none unless a test or the command line sets some),
     # act in front of every route; then the counting and authenticating front.

@@ -3,24 +3,31 @@
 from __future__ import annotations
 
 import hashlib
-import heapq
 import math
 import random
-from bisect import bisect_left, insort
+from bisect import insort
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 
-from ._accounts import CREDITS_URL, MAX_BATCH, QUEUE_CAP, SUBSCRIBE_URL, Account
+from ._accounts import MAX_BATCH, QUEUE_CAP, Account
 from ._clock import Clock, RealClock
 from ._examples import EXAMPLE_RUN_ID, example_bodies
 from ._faults import Faults
+from ._index import FilteredRuns, ProcessingRuns, order_key
 from ._ratelimit import RateLimits
 from ._samples import RUN_FAILURES, sample_data, sample_status, sample_task
 from ._state import RunState, TaskPlan
-from ._submission import MIN_TASK_CREDITS, Mode, Refusal, plan_tasks, read_submission
+from ._submission import (
+    Mode,
+    Refusal,
+    account_refusal,
+    plan_tasks,
+    rate_limited,
+    read_submission,
+)
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -34,10 +41,6 @@ _encode = msgspec.json.encode
 
 ListRows = Literal["summary", "stub"]
 _LIST_ROWS = ("summary", "stub")
-
-
-def _order_key(run: RunState) -> tuple[int, str]:
-    return (run.created_ms, run.id)
 
 
 def object_id(seconds: float, random_part: bytes, counter: int) -> str:
@@ -54,70 +57,6 @@ def object_id(seconds: float, random_part: bytes, counter: int) -> str:
     """
     when = math.floor(seconds) & 0xFFFFFFFF
     return f"{when:08x}{random_part[:5].hex()}{counter & 0xFFFFFF:06x}"
-
-
-class _Filtered:
-    """One key's runs matching one status filter, valid while no run changes status."""
-
-    __slots__ = ("runs", "valid_from", "valid_until", "version")
-
-    def __init__(
-        self, runs: list[RunState], version: int, valid_from: float, valid_until: float
-    ) -> None:
-        self.runs = runs
-        self.version = version
-        self.valid_from = valid_from
-        self.valid_until = valid_until
-
-
-class _Processing:
-    """One key's runs still processing, oldest first, with a heap of when each ends.
-
-    A look at ``now`` drops the runs that ended since the last look: a page of the processing
-    list costs its rows and the runs that finished meanwhile, not the whole account. Only a
-    clock that goes back rebuilds it from every run.
-    """
-
-    __slots__ = ("ends", "examined", "last", "runs")
-
-    def __init__(self) -> None:
-        self.runs: list[RunState] = []
-        self.ends: list[tuple[float, int, str, RunState]] = []
-        self.last = -math.inf
-        self.examined = 0
-
-    def add(self, run: RunState) -> None:
-        insort(self.runs, run, key=_order_key)
-        self.moved(run)
-
-    def moved(self, run: RunState) -> None:
-        """The run's end changed (or it is new): its older heap entry goes stale."""
-        heapq.heappush(self.ends, (run.created_at + run.end_offset, run.created_ms, run.id, run))
-
-    def at(self, now: float, every: list[RunState]) -> list[RunState]:
-        if now < self.last:
-            self.examined += len(every)
-            self.runs = [run for run in every if run.status_at(now) == "processing"]
-            self.ends = [(r.created_at + r.end_offset, r.created_ms, r.id, r) for r in self.runs]
-            heapq.heapify(self.ends)
-        self.last = now
-        later = []
-        ends = self.ends
-        while ends and ends[0][0] <= now:
-            entry = heapq.heappop(ends)
-            run = entry[3]
-            self.examined += 1
-            if entry[0] != run.created_at + run.end_offset:
-                continue  # stale: the run's end moved, a newer entry stands for it
-            if run.status_at(now) == "processing":
-                later.append(entry)  # a float rounding: look again next time
-                continue
-            index = bisect_left(self.runs, _order_key(run), key=_order_key)
-            if index < len(self.runs) and self.runs[index] is run:
-                del self.runs[index]
-        for entry in later:
-            heapq.heappush(ends, entry)
-        return self.runs
 
 
 class Emulator:
@@ -195,14 +134,14 @@ class Emulator:
         self.stream_disconnects = 0
         self._list_rows: ListRows = "summary"
         self._version = 0
-        self._filtered: dict[tuple[str, str], _Filtered] = {}
+        self._filtered: dict[tuple[str, str], FilteredRuns] = {}
         self._accounts: dict[str, Account] = {}
         self._submitted = 0  # runs submitted over HTTP: seeds each submission's plans
         self._runs: dict[str, RunState] = {}
         # Per key, runs sorted by (createdAt, id) ascending; pages read it from the end.
         self._by_key: dict[str, list[RunState]] = {key: [] for key in keys}
         # Per key, the runs processing (a scan's pages cost their rows, not the account).
-        self._processing: dict[str, _Processing] = {key: _Processing() for key in keys}
+        self._processing: dict[str, ProcessingRuns] = {key: ProcessingRuns() for key in keys}
         self._auth: dict[str, str] = {f"Bearer {key}": key for key in keys}
         # (key, run id) -> the docs' example bodies, without and with events (add_docs_example).
         self._docs_examples: dict[tuple[str, str], tuple[bytes, bytes]] = {}
@@ -294,20 +233,35 @@ class Emulator:
             plans = self._generate(rng, n_tasks, durations, statuses)
         if event_bytes < 0:
             raise ValueError(f"event_bytes must be >= 0, got {event_bytes!r}")
+        return self._add(run_id, key, when, plans, event_bytes, fail_with=fail_with).id
+
+    def _add(
+        self,
+        run_id: str,
+        api_key: str,
+        created_at: float,
+        plans: list[TaskPlan],
+        event_bytes: int,
+        *,
+        fail_with: str | None = None,
+        starts: list[float] | None = None,
+    ) -> RunState:
+        """Plan a run and index it: by id, in its key's list and among the processing."""
         run = RunState(
             run_id=run_id,
-            api_key=key,
-            created_ms=round(when * 1000),
+            api_key=api_key,
+            created_ms=round(created_at * 1000),
             plans=plans,
             event_bytes=event_bytes,
             fail_with=fail_with,
             seed=f"{self.seed}:{run_id}",
+            starts=starts,
         )
         self._runs[run_id] = run
-        insort(self._by_key[key], run, key=_order_key)
-        self._processing[key].add(run)
+        insort(self._by_key[api_key], run, key=order_key)
+        self._processing[api_key].add(run)
         self._version += 1
-        return run_id
+        return run
 
     def add_docs_example(self, api_key: str | None = None) -> str:
         """Make the API documentation's example run, ``65f8a9d2c1e4b5a6f7e8d9c0``, answer.
@@ -468,7 +422,7 @@ class Emulator:
         if api_key is not None:
             runs = self._by_key[self._key(api_key)]
         else:
-            runs = sorted(self._runs.values(), key=_order_key)
+            runs = sorted(self._runs.values(), key=order_key)
         return [run.id for run in reversed(runs)]
 
     # -- answering requests (called by the HTTP layer) ---------------------------------------
@@ -547,19 +501,9 @@ class Emulator:
         """
         account = self._accounts.get(api_key)
         now = self.clock()
-        if account is not None and account.rate_limit is not None:
-            limit, window = account.rate_limit
-            while account.submits and account.submits[0] <= now - window:
-                account.submits.popleft()
-            if len(account.submits) >= limit:
-                wait = max(1, math.ceil(account.submits[0] + window - now))
-                return Refusal(
-                    429,
-                    "Too many requests: back off and retry",
-                    code="RATE_LIMITED",
-                    retry_after=wait,
-                )
-            account.submits.append(now)
+        wait = None if account is None else account.admit(now)
+        if wait is not None:
+            return rate_limited(wait)
         submission = read_submission(body)
         if isinstance(submission, str):
             return Refusal(400, submission)
@@ -570,23 +514,9 @@ class Emulator:
                 f"A batch holds at most {self.max_batch} tasks, got {count}",
                 code="BATCH_TOO_LARGE",
             )
-        if account is not None and not account.subscribed:
-            return Refusal(
-                402,
-                "Trial limit reached: subscribe to run more tasks",
-                code="SUBSCRIPTION_REQUIRED",
-                action_url=SUBSCRIBE_URL,
-            )
-        if account is not None and account.credits is not None:
-            needed = round(count * MIN_TASK_CREDITS, 2)
-            if account.credits < needed:
-                return Refusal(
-                    402,
-                    f"Insufficient credits: {count} tasks need at least {needed}, "
-                    f"the balance is {account.credits}",
-                    code="INSUFFICIENT_CREDITS",
-                    action_url=CREDITS_URL,
-                )
+        refusal = None if account is None else account_refusal(account, count)
+        if refusal is not None:
+            return refusal
         running, pending = self.live_tasks(api_key, now)
         if running + pending + count > self.queue_cap:
             return Refusal(
@@ -600,11 +530,8 @@ class Emulator:
             submission.tasks, submission.concurrency, rng=rng, plan_task=self.plan_task
         )
         self._submitted += 1
-        run_id = self.create_run(
-            api_key, tasks=plans, event_bytes=_EVENT_BYTES_PER_TASK * count, created_at=now
-        )
-        run = self._runs[run_id]
-        run.starts = starts
+        run_id, _ = self._next(now)
+        run = self._add(run_id, api_key, now, plans, _EVENT_BYTES_PER_TASK * count, starts=starts)
         return run, submission.mode
 
     def _matching(self, api_key: str, status: str, now: float) -> list[RunState]:
@@ -618,27 +545,11 @@ class Emulator:
             return self._processing[api_key].at(now, self._by_key[api_key])
         cache_key = (api_key, status)
         cached = self._filtered.get(cache_key)
-        if (
-            cached is not None
-            and cached.version == self._version
-            and cached.valid_from <= now < cached.valid_until
-        ):
+        if cached is not None and cached.holds(now, self._version):
             return cached.runs
-        valid_from, valid_until = -math.inf, math.inf
-        runs = []
-        for run in self._by_key[api_key]:
-            state = run.status_at(now)
-            # When the run stops processing; a float rounding that disagrees with status_at
-            # leaves a bound on the wrong side of ``now``, which only turns the cache off.
-            ends = run.created_at + run.end_offset
-            if state == "processing":
-                valid_until = min(valid_until, ends)
-            else:
-                valid_from = max(valid_from, ends)
-            if state == status:
-                runs.append(run)
-        self._filtered[cache_key] = _Filtered(runs, self._version, valid_from, valid_until)
-        return runs
+        filtered = FilteredRuns.filter(self._by_key[api_key], status, now, self._version)
+        self._filtered[cache_key] = filtered
+        return filtered.runs
 
     def render_list(self, api_key: str, limit: int, skip: int, status: str | None) -> bytes:
         """The body of one list page, as ``api_key`` sees it now.

@@ -47,146 +47,22 @@ fails the same way every time.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import http
 import math
 import random
-import socket
-import struct
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Literal, get_args
 
-import msgspec
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from ._routes import route_name
+from ._fault import OUTAGE_FORMS, Fault, FaultKind, OutageForm, check_seconds
+from ._fault_answers import answer
+from ._fault_spec import parse_spec
+from ._routes import request_route
 
-__all__ = ["Fault", "FaultKind", "Faults"]
-
-FaultKind = Literal[
-    "status", "reset", "truncate", "trickle", "stall", "not_json", "html", "blackhole", "refused"
-]
-"""The kinds of failure a :class:`Fault` injects."""
-
-FaultRoute = Literal["get", "list", "submit", "status", "*"]
-
-OutageForm = Literal["status", "refused", "blackhole"]
-"""How an outage looks from outside: error answers, a closed port, or a black hole."""
-_OUTAGE_FORMS: frozenset[str] = frozenset(get_args(OutageForm))
-
-_KINDS: frozenset[str] = frozenset(get_args(FaultKind))
-_ROUTES: frozenset[str] = frozenset(get_args(FaultRoute))
-_ROUTE_NAMES: dict[str, FaultRoute] = {
-    "get": "get",
-    "list": "list",
-    "submit": "submit",
-    "status": "status",
-}
-# A stalled request checks this often whether its client has hung up.
-_STALL_TICK = 0.01
-# A black-holed request checks this often whether its client or its fault has gone.
-_HOLD_TICK = 0.005
-_NOT_JSON = b"<<upstream answered OK but this is not JSON>>"
-_HTML = (
-    "<html>\r\n<head><title>{status} {phrase}</title></head>\r\n<body>\r\n"
-    "<center><h1>{status} {phrase}</h1></center>\r\n<hr><center>nginx</center>\r\n"
-    "</body>\r\n</html>\r\n"
-)
-# The command-line syntax: kinds without a value, kinds with a delay and its default.
-_PLAIN_KINDS: dict[str, FaultKind] = {
-    "reset": "reset",
-    "truncate": "truncate",
-    "not_json": "not_json",
-    "blackhole": "blackhole",
-}
-_TIMED_KINDS: dict[str, FaultKind] = {"trickle": "trickle", "stall": "stall"}
-_SPEC_DELAYS = {"trickle": 0.05, "stall": 65.0}
-
-
-def _check_header(name: str, value: object) -> None:
-    if value is None:
-        return
-    if not isinstance(value, str):
-        raise ValueError(f"{name} must be a str or None, got {type(value).__name__}")
-    if any(ch in value for ch in "\r\n\0"):
-        raise ValueError(f"{name} must not contain CR, LF or NUL")
-
-
-@dataclass(frozen=True)
-class Fault:
-    """One kind of failure, injected into a share of the requests of one route or all.
-
-    Two equal faults are still two faults: :meth:`Faults.remove` removes the very object that
-    :meth:`Faults.add` returned.
-
-    Attributes:
-        kind: What goes wrong (see the module docstring): ``"status"``, ``"reset"``,
-            ``"truncate"``, ``"trickle"``, ``"stall"``, ``"not_json"``, ``"html"`` or
-            ``"blackhole"``; ``"refused"`` exists only as an outage (:meth:`Faults.outage`).
-        status: The HTTP status of a ``"status"`` or ``"html"`` fault, 400..599.
-        retry_after: The raw ``Retry-After`` header of a ``"status"`` fault, sent as given:
-            ``"2"``, ``"0.5"``, an HTTP date, even ``"garbage"``; ``None`` sends none.
-        retry_after_ms: The raw ``retry-after-ms`` header, likewise.
-        code: The JSON error ``code`` of a ``"status"`` fault (``"RATE_LIMITED"``,
-            ``"QUEUE_FULL"``, ...); ``None`` means ``RATE_LIMITED`` for a 429 and no code
-            otherwise.
-        delay: Seconds: the pause between chunks of a ``"trickle"``, the length of a
-            ``"stall"``.
-        chunk_size: Bytes per chunk of a ``"trickle"``.
-        route: ``"get"`` (get a run), ``"list"`` (list runs), ``"submit"`` (submit a run),
-            ``"status"`` (the queue snapshot) or ``"*"`` (every request, unknown paths too).
-        rate: The probability, 0..1, that a request of ``route`` gets this fault.
-        times: Inject it at most this many times, then retire it; ``None`` for no limit.
-
-    Raises:
-        ValueError: On an unknown kind or route, or a value out of range.
-    """
-
-    kind: FaultKind
-    status: int = 503
-    retry_after: str | None = None
-    retry_after_ms: str | None = None
-    code: str | None = None
-    delay: float = 0.0
-    chunk_size: int = 64
-    route: FaultRoute = "*"
-    rate: float = 1.0
-    times: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.kind not in _KINDS:
-            raise ValueError(f"kind must be one of {sorted(_KINDS)}, got {self.kind!r}")
-        if self.route not in _ROUTES:
-            raise ValueError(f"route must be one of {sorted(_ROUTES)}, got {self.route!r}")
-        if isinstance(self.status, bool) or not isinstance(self.status, int):
-            raise ValueError(f"status must be an int, got {type(self.status).__name__}")
-        if not 400 <= self.status <= 599:
-            raise ValueError(f"status must be an error status, 400..599, got {self.status}")
-        _check_header("retry_after", self.retry_after)
-        _check_header("retry_after_ms", self.retry_after_ms)
-        if self.code is not None and not isinstance(self.code, str):
-            raise ValueError(f"code must be a str or None, got {type(self.code).__name__}")
-        for name in ("delay", "rate"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ValueError(f"{name} must be a number, got {type(value).__name__}")
-            if not math.isfinite(value) or value < 0:
-                raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
-        if self.rate > 1:
-            raise ValueError(f"rate must be a probability in 0..1, got {self.rate!r}")
-        if isinstance(self.chunk_size, bool) or not isinstance(self.chunk_size, int):
-            raise ValueError("chunk_size must be an int")
-        if self.chunk_size < 1:
-            raise ValueError(f"chunk_size must be >= 1, got {self.chunk_size}")
-        if self.times is not None and (
-            isinstance(self.times, bool) or not isinstance(self.times, int) or self.times < 1
-        ):
-            raise ValueError(f"times must be None or an int >= 1, got {self.times!r}")
+__all__ = ["Fault", "FaultKind", "Faults", "OutageForm"]
 
 
 class _Active:
@@ -337,7 +213,7 @@ class Faults:
         Raises:
             ValueError: If the spec does not parse (nothing is added then).
         """
-        faults = _parse_spec(spec)
+        faults = parse_spec(spec)
         for fault in faults:
             self.add(fault)
         return faults
@@ -392,13 +268,10 @@ class Faults:
             ValueError: If ``seconds`` or ``start`` is negative or not finite, ``status`` is not
                 400..599 or ``form`` is unknown.
         """
-        for name, value in (("seconds", seconds), ("start", start)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ValueError(f"{name} must be a number, got {type(value).__name__}")
-            if not math.isfinite(value) or value < 0:
-                raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
-        if form not in _OUTAGE_FORMS:
-            raise ValueError(f"form must be one of {sorted(_OUTAGE_FORMS)}, got {form!r}")
+        check_seconds("seconds", seconds)
+        check_seconds("start", start)
+        if form not in OUTAGE_FORMS:
+            raise ValueError(f"form must be one of {sorted(OUTAGE_FORMS)}, got {form!r}")
         fault = Fault("status", status=status) if form == "status" else Fault(form)
         begins = time.monotonic() + start
         outages = sum(1 for entry in self._active if entry.until is not None)
@@ -433,200 +306,16 @@ class Faults:
         return None
 
 
-def _route_of(request: web.Request) -> str:
-    resource = request.match_info.route.resource
-    canonical = resource.canonical if resource is not None else ""
-    return route_name(canonical, request.method) or "other"
-
-
 def _make_middleware(faults: Faults) -> Middleware:
     @web.middleware
     async def inject_faults(request: web.Request, handler: Handler) -> web.StreamResponse:
         faults.requests += 1
-        route = _route_of(request)
+        route = request_route(request) or "other"
         fault = faults._draw(route)
         if faults.on_request is not None:
             faults.on_request(route, request, fault)
         if fault is None:
             return await handler(request)
-        return await _act(fault, request, handler, faults)
+        return await answer(fault, request, handler, faults.in_force)
 
     return inject_faults
-
-
-async def _act(
-    fault: Fault, request: web.Request, handler: Handler, faults: Faults
-) -> web.StreamResponse:
-    kind = fault.kind
-    if kind == "status":
-        return _status_response(fault)
-    if kind == "html":
-        phrase = _phrase(fault.status)
-        text = _HTML.format(status=fault.status, phrase=phrase)
-        return web.Response(status=fault.status, text=text, content_type="text/html")
-    if kind == "not_json":
-        return web.Response(status=200, body=_NOT_JSON, content_type="application/json")
-    if kind == "blackhole":
-        # Read, never answered: the client waits for its timeout. When the fault ends, the
-        # connection is cut, as when a hung machine comes back.
-        while faults.in_force(fault):
-            if _client_gone(request):
-                return web.Response(status=500)
-            await asyncio.sleep(_HOLD_TICK)
-        _reset(request)
-        return web.Response(status=500)
-    if kind in ("reset", "refused"):
-        # "refused": a request that slipped in as the listener closed is cut like the rest.
-        _reset(request)
-        # Never reaches the wire: writing to the aborted transport fails, and aiohttp treats
-        # that as the client having gone away.
-        return web.Response(status=500)
-    if kind == "stall":
-        deadline = time.monotonic() + fault.delay
-        while (remaining := deadline - time.monotonic()) > 0:
-            if _client_gone(request):
-                return web.Response(status=500)
-            await asyncio.sleep(min(remaining, _STALL_TICK))
-        if _client_gone(request):
-            return web.Response(status=500)
-        return await handler(request)
-    # truncate, trickle: the real answer, delivered badly.
-    response = await handler(request)
-    body = response.body if isinstance(response, web.Response) else None
-    if not isinstance(body, bytes) or not body:
-        return response
-    stream = web.StreamResponse(status=response.status, reason=response.reason)
-    for name, value in response.headers.items():
-        if name.lower() not in ("content-length", "transfer-encoding"):
-            stream.headers.add(name, value)
-    stream.content_length = len(body)
-    try:
-        await stream.prepare(request)
-        if kind == "truncate":
-            await stream.write(body[: len(body) // 2])
-            transport = request.transport
-            if transport is not None:
-                transport.close()
-            return stream
-        size = fault.chunk_size
-        for start in range(0, len(body), size):
-            if start:
-                await asyncio.sleep(fault.delay)
-            await stream.write(body[start : start + size])
-    except ConnectionError:
-        pass  # the client hung up mid-body; aiohttp ignores the rest of the answer
-    return stream
-
-
-def _phrase(status: int) -> str:
-    try:
-        return http.HTTPStatus(status).phrase
-    except ValueError:
-        return "Error"
-
-
-def _status_response(fault: Fault) -> web.Response:
-    status = fault.status
-    code = fault.code if fault.code is not None else ("RATE_LIMITED" if status == 429 else None)
-    payload: dict[str, str] = {"error": _phrase(status)}
-    if code is not None:
-        payload["code"] = code
-    headers: dict[str, str] = {}
-    if fault.retry_after is not None:
-        headers["Retry-After"] = fault.retry_after
-    if fault.retry_after_ms is not None:
-        headers["retry-after-ms"] = fault.retry_after_ms
-    return web.Response(
-        status=status,
-        body=msgspec.json.encode(payload),
-        content_type="application/json",
-        headers=headers,
-    )
-
-
-def _client_gone(request: web.Request) -> bool:
-    transport = request.transport
-    return transport is None or transport.is_closing()
-
-
-def _reset(request: web.Request) -> None:
-    """Drop the connection with a TCP reset, not a polite close."""
-    transport = request.transport
-    if transport is None:
-        return
-    sock = transport.get_extra_info("socket")
-    if sock is not None:
-        # A socket type without SO_LINGER is closed plainly.
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    transport.abort()
-
-
-def _parse_rate(item: str, raw: str) -> float:
-    try:
-        rate = float(raw)
-    except ValueError:
-        raise ValueError(f"fault {item!r}: rate {raw!r} is not a number") from None
-    if not 0.0 <= rate <= 1.0:
-        raise ValueError(f"fault {item!r}: rate must be in 0..1, got {raw}")
-    return rate
-
-
-def _parse_number(item: str, raw: str) -> float:
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError(f"fault {item!r}: {raw!r} is not a number of seconds") from None
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"fault {item!r}: seconds must be finite and >= 0, got {raw}")
-    return value
-
-
-def _parse_item(item: str) -> Fault:
-    what, sep, raw_rate = item.rpartition(":")
-    if not sep or not what:
-        raise ValueError(f"fault {item!r}: expected [ROUTE/]WHAT[=VALUE]:RATE")
-    rate = _parse_rate(item, raw_rate.strip())
-    route: FaultRoute = "*"
-    if "/" in what:
-        prefix, _, what = what.partition("/")
-        if prefix not in _ROUTE_NAMES:
-            raise ValueError(
-                f"fault {item!r}: route must be one of {', '.join(_ROUTE_NAMES)}, got {prefix!r}"
-            )
-        route = _ROUTE_NAMES[prefix]
-    name, has_value, value = what.strip().partition("=")
-    name = name.strip().lower()
-    value = value.strip()
-    try:
-        if name.isdigit():
-            return Fault(
-                "status", status=int(name), retry_after=value or None, route=route, rate=rate
-            )
-        if name in _PLAIN_KINDS:
-            if has_value:
-                raise ValueError(f"{name} takes no value")
-            return Fault(_PLAIN_KINDS[name], route=route, rate=rate)
-        if name in _TIMED_KINDS:
-            delay = _parse_number(item, value) if has_value else _SPEC_DELAYS[name]
-            return Fault(_TIMED_KINDS[name], delay=delay, route=route, rate=rate)
-        if name == "html":
-            status = int(value) if has_value else 502
-            return Fault("html", status=status, route=route, rate=rate)
-    except ValueError as exc:
-        if str(exc).startswith("fault "):
-            raise
-        raise ValueError(f"fault {item!r}: {exc}") from None
-    raise ValueError(
-        f"fault {item!r}: unknown kind {name!r} (a status such as 503, or reset, truncate, "
-        f"trickle, stall, not_json, html, blackhole)"
-    )
-
-
-def _parse_spec(spec: str) -> list[Fault]:
-    if not isinstance(spec, str):
-        raise ValueError(f"a fault spec is a str, got {type(spec).__name__}")
-    items = [item.strip() for item in spec.split(",")]
-    if not any(items):
-        raise ValueError("the fault spec is empty")
-    return [_parse_item(item) for item in items if item]

@@ -25,9 +25,10 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Literal, get_args
 
-import msgspec
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
+
+from ._responses import error_response
 
 __all__ = ["RateLimits", "RetryAfterForm"]
 
@@ -192,10 +193,9 @@ class RateLimits:
             raise ValueError(
                 f"retry_after must be one of {sorted(_FORMS)}, got {self.retry_after!r}"
             )
-        body = msgspec.json.encode(
-            {"error": "Too many requests: back off and retry", "code": "RATE_LIMITED"}
+        return error_response(
+            429, "Too many requests: back off and retry", code="RATE_LIMITED", headers=headers
         )
-        return web.Response(status=429, body=body, content_type="application/json", headers=headers)
 
 
 def _make_middleware(limits: RateLimits) -> Middleware:

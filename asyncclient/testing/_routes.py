@@ -8,7 +8,17 @@ from __future__ import annotations
 
 from typing import Literal
 
-__all__ = ["GET_PATHS", "LIST_PATHS", "STATUS_PATH", "SUBMIT_PATHS", "RouteName", "route_name"]
+from aiohttp import web
+
+__all__ = [
+    "GET_PATHS",
+    "LIST_PATHS",
+    "STATUS_PATH",
+    "SUBMIT_PATHS",
+    "RouteName",
+    "request_route",
+    "route_name",
+]
 
 RouteName = Literal["get", "list", "submit", "status"]
 
@@ -37,3 +47,16 @@ def route_name(canonical: str, method: str) -> RouteName | None:
     if method == "POST" and canonical in SUBMIT_PATHS:
         return "submit"
     return _BY_PATH.get(canonical)
+
+
+def request_route(request: web.Request) -> RouteName | None:
+    """Name the route an ``aiohttp.web`` request was matched to (:func:`route_name`).
+
+    Args:
+        request: The request, after routing (in a middleware or a handler).
+
+    Returns:
+        The route's name; ``None`` for a path outside the API.
+    """
+    resource = request.match_info.route.resource
+    return route_name(resource.canonical if resource is not None else "", request.method)

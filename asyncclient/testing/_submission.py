@@ -1,9 +1,10 @@
-"""Reading and planning a submission: what a POST body asks for (no HTTP, no emulator).
+"""Reading, admitting and planning a submission: what a POST body asks for (no HTTP, no emulator).
 
 A body is ``{"tasks": [...], "concurrency"?, "async"?, "stream"?}``; :func:`read_submission`
-checks it in the service's order and :func:`plan_tasks` plans its tasks ``concurrency`` at a
-time (5 by default): each takes the first free browser, in order. :class:`Refusal` is how the
-emulator says no to a submission; the HTTP layer maps it to a response.
+checks it in the service's order, :func:`account_refusal` and :func:`rate_limited` say no on
+the account's behalf, and :func:`plan_tasks` plans its tasks ``concurrency`` at a time (5 by
+default): each takes the first free browser, in order. :class:`Refusal` is how the emulator
+says no to a submission; the HTTP layer maps it to a response.
 """
 
 from __future__ import annotations
@@ -17,10 +18,20 @@ from urllib.parse import urlsplit
 
 import msgspec
 
+from ._accounts import CREDITS_URL, SUBSCRIBE_URL, Account
 from ._samples import sample_status
 from ._state import TaskPlan
 
-__all__ = ["MIN_TASK_CREDITS", "Mode", "Refusal", "Submission", "plan_tasks", "read_submission"]
+__all__ = [
+    "MIN_TASK_CREDITS",
+    "Mode",
+    "Refusal",
+    "Submission",
+    "account_refusal",
+    "plan_tasks",
+    "rate_limited",
+    "read_submission",
+]
 
 Mode = Literal["async", "stream", "block"]
 """How a submission is answered: at once, as Server-Sent Events, or once the run is over."""
@@ -111,6 +122,49 @@ def read_submission(raw: bytes) -> Submission | str:
         return "async and stream cannot both be set"
     mode: Mode = "async" if flags["async"] else "stream" if flags["stream"] else "block"
     return Submission(tasks, concurrency, mode)
+
+
+def rate_limited(retry_after: int) -> Refusal:
+    """The refusal of a submission over its key's rate limit (:meth:`Account.admit`).
+
+    Args:
+        retry_after: Whole seconds until a submission would be admitted.
+
+    Returns:
+        A 429 ``RATE_LIMITED`` with that ``Retry-After``.
+    """
+    return Refusal(
+        429, "Too many requests: back off and retry", code="RATE_LIMITED", retry_after=retry_after
+    )
+
+
+def account_refusal(account: Account, count: int) -> Refusal | None:
+    """Whether the account can pay for ``count`` tasks: its subscription, then its credits.
+
+    Args:
+        account: The key's account.
+        count: The tasks submitted.
+
+    Returns:
+        ``None`` if it can; else a 402 ``SUBSCRIPTION_REQUIRED`` or ``INSUFFICIENT_CREDITS``.
+    """
+    if not account.subscribed:
+        return Refusal(
+            402,
+            "Trial limit reached: subscribe to run more tasks",
+            code="SUBSCRIPTION_REQUIRED",
+            action_url=SUBSCRIBE_URL,
+        )
+    needed = round(count * MIN_TASK_CREDITS, 2)
+    if account.credits is not None and account.credits < needed:
+        return Refusal(
+            402,
+            f"Insufficient credits: {count} tasks need at least {needed}, "
+            f"the balance is {account.credits}",
+            code="INSUFFICIENT_CREDITS",
+            action_url=CREDITS_URL,
+        )
+    return None
 
 
 # -- planning a submitted run -------------------------------------------------------------
