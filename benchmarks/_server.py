@@ -23,7 +23,7 @@ serves finished runs in list pages as stubs (``Emulator.list_rows``).
 
 Besides the API, four routes for the harness only:
 
-* ``GET /_stats``: requests answered (total and per route), the run count, and the clock
+* ``GET /_stats``: API requests answered (total and per route), the run count, and the clock
   (``origin`` and ``speed``, so a client can tell the emulated time);
 * ``GET /_ids``: every run id (``?key=K``: of that key), in creation order;
 * ``POST /_runs``: a spec in the body; its runs are created now; answers ``{"ids": [...]}``;
@@ -52,18 +52,7 @@ from typing import Any
 
 from aiohttp import web
 
-from asyncclient.testing import Emulator, RealClock, serve
-
-
-class _Clock(RealClock):
-    """A :class:`RealClock` that tells where it started."""
-
-    __slots__ = ("origin",)
-
-    def __init__(self, speed: float) -> None:
-        super().__init__(speed)
-        self.origin = self._origin
-
+from asyncclient.testing import Emulator, RealClock
 
 # Every run created here, as (key, id), in creation order (the emulator's own order is by
 # creation time, then id: runs created in the same millisecond come out shuffled).
@@ -99,24 +88,24 @@ def create_runs(emulator: Emulator, spec: dict[str, Any], now: float) -> list[st
 def count_gets(emulator: Emulator) -> Counter[str]:
     """Count the ``GET`` of each run (answered or not) from now on; returns the live counter."""
     counts: Counter[str] = Counter()
-    render = emulator._render_run
 
-    def counting(api_key: str, run_id: str, include_events: bool) -> bytes | None:
-        counts[run_id] += 1
-        return render(api_key, run_id, include_events)
+    def counting(route: str, request: web.Request) -> None:
+        if route == "get":
+            counts[request.match_info["id"]] += 1
 
-    emulator._render_run = counting  # type: ignore[method-assign]
+    emulator.before_request = counting
     return counts
 
 
-def add_control_routes(emulator: Emulator, clock: _Clock) -> None:
-    """Add ``/_stats``, ``/_ids``, ``/_runs`` and ``/_counts`` to the emulator's application."""
+def build_bench_app(emulator: Emulator, clock: RealClock) -> web.Application:
+    """The emulator's application (``Emulator.app``) with the harness's control routes added."""
     counts = count_gets(emulator)
 
     async def stats(request: web.Request) -> web.Response:
         return web.json_response(
             {
-                "requests": emulator.request_count,
+                # The API's routes only: Emulator.request_count counts these control routes too.
+                "requests": sum(emulator.requests_by_route.values()),
                 "by_route": dict(emulator.requests_by_route),
                 "runs": len(emulator.run_ids()),
                 "origin": clock.origin,
@@ -144,15 +133,17 @@ def add_control_routes(emulator: Emulator, clock: _Clock) -> None:
         emulator.rate_limits.set(body.get("rate"), burst=body.get("burst"))
         return web.json_response({"ok": True})
 
-    router = emulator.app.router
+    app = emulator.app  # a new application each read: this one is ours to extend and run
+    router = app.router
     router.add_post("/_limit", limit)
     router.add_get("/_stats", stats)
     router.add_get("/_ids", ids)
     router.add_post("/_runs", runs)
     router.add_post("/_counts", per_run)
+    return app
 
 
-async def _serve(emulator: Emulator, host: str, port: int) -> None:
+async def _serve(app: web.Application, host: str, port: int) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -165,9 +156,17 @@ async def _serve(emulator: Emulator, host: str, port: int) -> None:
         loop.call_soon_threadsafe(stop.set)
 
     threading.Thread(target=wait_for_eof, daemon=True).start()
-    async with serve(emulator, host=host, port=port) as server:
-        print(server.base_url, flush=True)
+    # serve() runs the emulator's own application; the control routes need ours, and the
+    # benchmarks play no "refused" outage (the one thing serve() adds), so a plain runner.
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+        bound_host, bound_port = runner.addresses[0][:2]
+        print(f"http://{bound_host}:{bound_port}", flush=True)
         await stop.wait()
+    finally:
+        await runner.cleanup()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -194,7 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if raw.startswith("@"):
         with open(raw[1:], encoding="utf-8") as file:
             raw = file.read()
-    clock = _Clock(args.speed)
+    clock = RealClock(args.speed)
     keys = tuple(args.api_keys or ["bench-key"])
     emulator = Emulator(api_keys=keys, clock=clock, seed=args.seed)
     started = time.perf_counter()
@@ -206,8 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         emulator.rate_limits.set(args.rate_limit, burst=args.burst)
     emulator.rate_limits.retry_after = args.retry_after
     emulator.rate_limits.set_latency(args.latency, jitter=args.jitter)
-    add_control_routes(emulator, clock)
-    asyncio.run(_serve(emulator, args.host, args.port))
+    asyncio.run(_serve(build_bench_app(emulator, clock), args.host, args.port))
     return 0
 
 

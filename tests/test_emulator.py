@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ast
 import copy
 import os
 import re
 import signal
+import subprocess
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -723,7 +725,7 @@ def test_same_seed_gives_the_same_runs() -> None:
         emu = Emulator(clock=clock, seed=seed)
         ids = emu.populate(20)
         clock.advance(1000.0)
-        bodies = [emu._render_run("test-key", run_id, True) or b"" for run_id in ids]
+        bodies = [emu.render_run("test-key", run_id, True) or b"" for run_id in ids]
         return ids, bodies
 
     a, b, c = make(3), make(3), make(4)
@@ -740,7 +742,7 @@ def test_populate_mixes_states_and_statuses() -> None:
     ids = emu.populate(120, max_duration=30.0)
     assert len(set(ids)) == 120
     assert set(emu.run_ids()) == set(ids)
-    bodies = [msgspec.json.decode(emu._render_run("test-key", i, False) or b"") for i in ids]
+    bodies = [msgspec.json.decode(emu.render_run("test-key", i, False) or b"") for i in ids]
     assert {b["status"] for b in bodies} == {"processing", "completed", "failed"}
     statuses = {r["status"] for b in bodies for r in b["results"]}
     assert statuses >= {"SUCCESS", "PENDING", *FAILURES}
@@ -942,3 +944,139 @@ async def test_serve_forever_prints_its_url_and_stops_when_cancelled(
             assert (await resp.json())["total"] == 3
         tg.cancel_scope.cancel()
     assert signal.getsignal(signal.SIGTERM) == before
+
+
+# -- the package's shape ------------------------------------------------------------------
+
+TESTING = ROOT / "asyncclient" / "testing"
+# asyncclient/testing/ bottom to top: a module imports only from those listed before it.
+LAYERS = (
+    "_clock",
+    "_routes",
+    "_accounts",
+    "_samples",
+    "_timeline",
+    "_examples",
+    "_responses",
+    "_fault",
+    "_state",
+    "_index",
+    "_submission",
+    "_fault_spec",
+    "_fault_answers",
+    "_faults",
+    "_ratelimit",
+    "_emulator",
+    "_app",
+    "_server",
+    "__main__",
+    "__init__",
+)
+# The one import that runs up the stack, on use: Emulator.app builds an application.
+UPWARD_ON_USE = {("_emulator", "_app")}
+
+
+def _testing_modules() -> dict[str, ast.Module]:
+    return {path.stem: ast.parse(path.read_text()) for path in sorted(TESTING.glob("*.py"))}
+
+
+def _type_checking_blocks(tree: ast.Module) -> set[int]:
+    """The ids of the nodes under ``if TYPE_CHECKING:`` (imports for annotations only)."""
+    skipped: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            skipped.update(id(child) for stmt in node.body for child in ast.walk(stmt))
+    return skipped
+
+
+def _imports(tree: ast.Module, *, module_level: bool) -> set[str]:
+    """The sibling modules a module imports when it runs (annotation-only imports aside)."""
+    skipped = _type_checking_blocks(tree)
+    nodes = tree.body if module_level else list(ast.walk(tree))
+    found = set()
+    for node in nodes:
+        if isinstance(node, ast.ImportFrom) and node.level == 1 and id(node) not in skipped:
+            # ``from . import _x`` imports the module _x; ``from ._x import y``, _x.
+            found.update([node.module] if node.module else [a.name for a in node.names])
+    return found
+
+
+def test_testing_modules_are_all_on_the_stack() -> None:
+    """Every module of asyncclient.testing has its place in the layering checked below."""
+    assert sorted(_testing_modules()) == sorted(LAYERS)
+
+
+def test_testing_is_a_plain_stack_with_no_import_circle() -> None:
+    """Each testing module imports at load time only modules below it, so there is no circle."""
+    upward = []
+    for name, tree in _testing_modules().items():
+        for target in _imports(tree, module_level=True):
+            if LAYERS.index(target) >= LAYERS.index(name):
+                upward.append((name, target))
+    assert upward == []
+
+
+def test_the_only_import_on_use_is_emulator_app() -> None:
+    """Besides load-time imports, only Emulator.app imports (the HTTP layer, when read)."""
+    on_use: set[tuple[str, str]] = set()
+    for name, tree in _testing_modules().items():
+        later = _imports(tree, module_level=False) - _imports(tree, module_level=True)
+        on_use.update((name, target) for target in later)
+    assert on_use == UPWARD_ON_USE
+
+
+# Imports each module first, with nothing of asyncclient loaded before it; prints what fails.
+_IMPORT_EACH_FIRST = """
+import importlib, sys, traceback
+failed = []
+for name in sys.argv[1:]:
+    for loaded in [m for m in sys.modules if m == "asyncclient" or m.startswith("asyncclient.")]:
+        del sys.modules[loaded]
+    try:
+        importlib.import_module("asyncclient.testing." + name)
+    except Exception:
+        failed.append(name + ": " + traceback.format_exc(limit=1).splitlines()[-1])
+print("\\n".join(failed))
+"""
+
+
+def test_each_testing_module_can_be_imported_first() -> None:
+    """Any testing module can be the first one imported: no order of imports meets a circle."""
+    modules = [name for name in LAYERS if name != "__init__"]
+    done = subprocess.run(  # noqa: S603 - this interpreter, our own script
+        [sys.executable, "-c", _IMPORT_EACH_FIRST, *modules],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert done.stdout.strip() == "", done.stdout
+
+
+def _own_private_names(tree: ast.Module) -> set[str]:
+    """The underscored names a module defines: functions, classes, attributes and slots."""
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+            names.add(node.attr)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names.update(t.id for t in targets if isinstance(t, ast.Name))
+    return {name for name in names if name.startswith("_") and not name.startswith("__")}
+
+
+def test_no_testing_module_reaches_into_another_modules_private_state() -> None:
+    """A module reads and writes only its own underscored names: the HTTP layer goes through
+    the emulator's named methods, and no private name is imported from a sibling."""
+    reaching = []
+    for name, tree in _testing_modules().items():
+        own = _own_private_names(tree)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module:
+                reaching += [(name, a.name) for a in node.names if a.name.startswith("_")]
+            elif isinstance(node, ast.Attribute) and node.attr.startswith("_"):
+                private = not node.attr.startswith("__")
+                if private and node.attr not in own:
+                    reaching.append((name, node.attr))
+    assert reaching == []

@@ -104,6 +104,15 @@ class RealClock:
         """Emulated seconds per real second."""
         return self._speed
 
+    @property
+    def origin(self) -> float:
+        """The real time (seconds since the Unix epoch) the clock was created at.
+
+        Emulated and real time agree there; ``origin + (t - origin) / speed`` is the real
+        time of emulated time ``t``.
+        """
+        return self._origin
+
     def __call__(self) -> float:
         """Return the current emulated time in seconds since the Unix epoch."""
         if self._speed == 1.0:
