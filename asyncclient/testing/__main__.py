@@ -23,7 +23,7 @@ from collections.abc import Sequence
 
 from ._clock import RealClock
 from ._emulator import Emulator
-from ._faults import OutageForm
+from ._fault import OutageForm
 from ._server import serve
 
 _FAULTS_HELP = """\

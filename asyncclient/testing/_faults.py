@@ -43,6 +43,10 @@ Faults act in front of the API, like the network or a proxy: a request a fault a
 and :attr:`Faults.on_request` see every request. Which request fails is drawn from a
 ``random.Random`` seeded with the emulator's seed, so a run of the same requests in the same order
 fails the same way every time.
+
+This module keeps the faults in force and draws them (:class:`Faults`, and the middleware in
+front of the API); a fault itself is a :class:`Fault` (``_fault``), how each kind answers is
+``_fault_answers``, and the command-line syntax is ``_fault_spec``.
 """
 
 from __future__ import annotations
