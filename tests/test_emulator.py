@@ -233,6 +233,19 @@ def test_real_clock_runs_at_its_speed() -> None:
         RealClock(speed=0)
 
 
+def test_real_clock_origin_maps_emulated_time_back_to_real_time() -> None:
+    """RealClock.origin is where emulated and real time agree: a harness converts between them."""
+    import time
+
+    before = time.time()
+    fast = RealClock(speed=1000.0)
+    after = time.time()
+    assert before <= fast.origin <= after
+    emulated = fast()
+    real = fast.origin + (emulated - fast.origin) / fast.speed
+    assert fast.origin <= real <= time.time() + 1e-6  # 1e-6: a float's rounding at 1.7e9 s
+
+
 # -- getting a run ------------------------------------------------------------------------
 
 
