@@ -1,4 +1,10 @@
-"""The emulator: API keys, the runs each key owns, and the queries the HTTP layer answers."""
+"""The emulator: API keys, the runs each key owns, and the queries the HTTP layer answers.
+
+It sits below the HTTP layer: ``_app`` reads and submits through named methods
+(:meth:`Emulator.authorize`, :meth:`~Emulator.render_run`, :meth:`~Emulator.render_list`,
+:meth:`~Emulator.live_tasks`, :meth:`~Emulator.submit`) and never its underscored state. The
+one import back up is :attr:`Emulator.app`, which builds an application when read.
+"""
 
 from __future__ import annotations
 
