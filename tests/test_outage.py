@@ -16,11 +16,9 @@ from __future__ import annotations
 import inspect
 from collections import Counter
 from collections.abc import Iterator
-from typing import Any
 
 import anyio
 import pytest
-from _virtual_time import VirtualTimeLoop
 from aiohttp import web
 
 from asyncclient import (
@@ -37,7 +35,7 @@ from asyncclient import (
 from asyncclient._outage import OUTAGE_AFTER, OutageTracker
 from asyncclient.testing import Emulator, EmulatorServer, Fault, Faults, ManualClock
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.virtual_time]
 
 INTERVAL = PollPolicy().max_delay
 """The capped poll interval, which is also the probe interval during an outage (15 s)."""
@@ -47,12 +45,6 @@ MINUTE = 60.0
 RUNS = 20
 FOREVER = 1e9
 """An outage's length when the test ends it itself (the emulator's schedule runs on wall time)."""
-
-
-@pytest.fixture
-def anyio_backend() -> tuple[str, dict[str, Any]]:
-    """asyncio on virtual time."""
-    return ("asyncio", {"loop_factory": VirtualTimeLoop})
 
 
 def test_the_figures_are_production_defaults() -> None:
