@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
+from _virtual_time import VirtualTimeLoop
 
 from asyncclient import Client, PollPolicy, RetryPolicy
 from asyncclient.testing import Emulator, EmulatorServer, ManualClock, serve
@@ -17,8 +19,10 @@ FAST_POLL = PollPolicy(
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    """aiohttp runs on asyncio only."""
+def anyio_backend(request: pytest.FixtureRequest) -> str | tuple[str, dict[str, Any]]:
+    """aiohttp runs on asyncio only; a ``virtual_time`` test's loop runs on virtual time."""
+    if request.node.get_closest_marker("virtual_time") is not None:
+        return ("asyncio", {"loop_factory": VirtualTimeLoop})
     return "asyncio"
 
 

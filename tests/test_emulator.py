@@ -22,7 +22,6 @@ import yaml
 from aiohttp import web
 from jsonschema import Draft202012Validator
 
-import asyncclient.testing
 import asyncclient.testing.__main__ as entry
 from asyncclient.testing import (
     Emulator,
@@ -178,28 +177,6 @@ def _plain(body: dict[str, Any]) -> dict[str, Any]:
     out = {k: v for k, v in body.items() if k != "liveEvents"}
     out["results"] = [{k: v for k, v in r.items() if k != "events"} for r in body["results"]]
     return out
-
-
-# -- the public surface -------------------------------------------------------------------
-
-
-def test_public_names_are_exactly_the_documented_ones() -> None:
-    """The testing package exports exactly its public API, sorted."""
-    names = asyncclient.testing.__all__
-    assert names == sorted(names)
-    assert set(names) == {
-        "Clock",
-        "Emulator",
-        "EmulatorServer",
-        "Fault",
-        "Faults",
-        "ManualClock",
-        "RateLimits",
-        "RealClock",
-        "TaskPlan",
-        "serve",
-    }
-    assert asyncclient.testing.__doc__
 
 
 def test_manual_clock_moves_only_when_told() -> None:

@@ -356,11 +356,12 @@ def _documented(module: Path, name: str) -> bool:
                 )
         elif (
             isinstance(node, ast.ImportFrom)
-            and node.level == 1
+            and node.level >= 1
             and node.module
             and any((alias.asname or alias.name) == name for alias in node.names)
         ):
-            return _documented(_module_file(module.parent, node.module), name)
+            package = module.parents[node.level - 1]  # ``.`` is this package, ``..`` its parent
+            return _documented(_module_file(package, node.module), name)
     return False
 
 

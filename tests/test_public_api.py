@@ -60,6 +60,7 @@ EXPECTED_TESTING = {
     "RealClock",
     "TaskPlan",
     "serve",
+    "set_testing",
 }
 
 MODULES = [

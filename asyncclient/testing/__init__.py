@@ -37,30 +37,13 @@ set_testing(delay_scale=0.001):``) scales every retry, poll and outage-probe del
 production policies (:func:`set_testing`).
 """
 
-import typing
-
+from .._testing_switch import set_testing
 from ._clock import Clock, ManualClock, RealClock
 from ._emulator import Emulator
 from ._faults import Fault, Faults
 from ._ratelimit import RateLimits
 from ._server import EmulatorServer, serve
 from ._state import TaskPlan
-
-# set_testing (asyncclient/_testing_switch.py) is served lazily and kept out of __all__ until
-# tests/test_emulator.py's second golden list of this __all__ takes the name (issue 14): then it
-# becomes a plain import here and an entry of __all__.
-if typing.TYPE_CHECKING:
-    from .._testing_switch import set_testing as set_testing
-else:
-
-    def __getattr__(name: str) -> object:
-        """``set_testing``, the testing switch for delays, from its leaf module."""
-        if name == "set_testing":
-            from .._testing_switch import set_testing as set_testing
-
-            return set_testing
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
 
 __all__ = [
     "Clock",
@@ -73,4 +56,5 @@ __all__ = [
     "RealClock",
     "TaskPlan",
     "serve",
+    "set_testing",
 ]
