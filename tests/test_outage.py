@@ -44,7 +44,7 @@ TIMEOUT = 60.0
 MINUTE = 60.0
 RUNS = 20
 FOREVER = 1e9
-"""An outage's length when the test ends it itself (the emulator's schedule runs on wall time)."""
+"""An outage that lasts until the test ends (the ``down`` fixture clears it)."""
 
 
 def test_the_figures_are_production_defaults() -> None:
@@ -88,7 +88,7 @@ class Answers:
 
 
 async def outage(emulator: Emulator, seconds: float, form: str) -> None:
-    """Take the API away for ``seconds`` of loop time, then bring it back."""
+    """Take the API away for ``seconds``, then bring it back (exactly then: removed, not expired)."""
     fault = emulator.faults.outage(FOREVER, form=form)  # type: ignore[arg-type]
     await anyio.sleep(seconds)
     assert emulator.faults.remove(fault)

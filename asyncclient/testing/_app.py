@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +41,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from ._accounts import user_id
+from ._clock import loop_time
 from ._responses import JSON, client_gone, error_response
 from ._routes import GET_PATHS, LIST_PATHS, STATUS_PATH, SUBMIT_PATHS, request_route
 from ._state import RunState
@@ -179,7 +179,7 @@ async def _stream(emulator: Emulator, request: web.Request, run: RunState) -> we
     finished = False
     try:
         await response.write(b": stream open\nretry: 5000\n\n")
-        beat = time.monotonic()
+        beat = loop_time()
         while True:
             now = emulator.clock()
             frames = follower.due(now)
@@ -194,10 +194,10 @@ async def _stream(emulator: Emulator, request: web.Request, run: RunState) -> we
                 break
             if frames:
                 await response.write(frames)
-                beat = time.monotonic()
-            elif time.monotonic() - beat >= _HEARTBEAT:
+                beat = loop_time()
+            elif loop_time() - beat >= _HEARTBEAT:
                 await response.write(b": keep-alive\n\n")
-                beat = time.monotonic()
+                beat = loop_time()
             await asyncio.sleep(_TICK)
     except ConnectionResetError:
         pass  # the client went away mid-write

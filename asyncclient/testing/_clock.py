@@ -1,16 +1,31 @@
-"""Clocks that drive the emulator's runs.
+"""Clocks that drive the emulator's runs, and the one clock its timing reads.
 
 A run's state is a pure function of "now" read from a clock, so tests move time forward
 with :class:`ManualClock` instead of sleeping, and demos speed real time up with
 :class:`RealClock`.
+
+Everything the emulator times itself (outages, stalls, rate-limit buckets, heartbeats) reads
+:func:`loop_time`: the running event loop's clock, as the client's own waits and timeouts do.
+For asyncio's loops that is ``time.monotonic()``; a test loop on virtual time moves both sides
+of a test together.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Protocol
 
-__all__ = ["Clock", "ManualClock", "RealClock"]
+__all__ = ["Clock", "ManualClock", "RealClock", "loop_time"]
+
+
+def loop_time() -> float:
+    """Monotonic seconds: the running event loop's clock, or ``time.monotonic()`` outside one."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return time.monotonic()
+    return loop.time()
 
 
 class Clock(Protocol):

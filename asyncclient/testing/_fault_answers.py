@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import http
-import time
 from collections.abc import Callable
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from ._clock import loop_time
 from ._fault import Fault
 from ._responses import JSON, client_gone, error_response, reset_connection
 
@@ -108,8 +108,8 @@ async def _hold(
 
 async def _stall(fault: Fault, request: web.Request, handler: Handler) -> web.StreamResponse:
     """Nothing for ``fault.delay`` seconds, then the real answer if the client is still there."""
-    deadline = time.monotonic() + fault.delay
-    while (remaining := deadline - time.monotonic()) > 0:
+    deadline = loop_time() + fault.delay
+    while (remaining := deadline - loop_time()) > 0:
         if client_gone(request):
             return _cut()
         await asyncio.sleep(min(remaining, _STALL_TICK))

@@ -54,13 +54,13 @@ from __future__ import annotations
 import contextlib
 import math
 import random
-import time
 from collections import Counter
 from collections.abc import Callable
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
+from ._clock import loop_time
 from ._fault import OUTAGE_FORMS, Fault, FaultKind, OutageForm, check_seconds
 from ._fault_answers import answer
 from ._fault_spec import parse_spec
@@ -117,22 +117,22 @@ class Faults:
     @property
     def active(self) -> tuple[Fault, ...]:
         """The faults in force now, in the order they are tried."""
-        now = time.monotonic()
+        now = loop_time()
         self._expire(now)
         return tuple(entry.fault for entry in self._active if entry.start <= now)
 
     @property
     def refusing(self) -> bool:
         """Whether a ``"refused"`` outage is in force now (the listener is to be closed)."""
-        now = time.monotonic()
+        now = loop_time()
         return any(
             entry.fault.kind == "refused" and entry.start <= now < (entry.until or math.inf)
             for entry in self._active
         )
 
     def next_change(self) -> float:
-        """When (``time.monotonic()``) a ``"refused"`` outage next begins or ends; inf if never."""
-        now = time.monotonic()
+        """When (event-loop time) a ``"refused"`` outage next begins or ends; inf if never."""
+        now = loop_time()
         moments = [
             moment
             for entry in self._active
@@ -251,7 +251,7 @@ class Faults:
         form: OutageForm = "status",
         start: float = 0.0,
     ) -> Fault:
-        """Make the whole API unavailable for ``seconds`` of real (monotonic) time.
+        """Make the whole API unavailable for ``seconds`` of the event loop's time.
 
         Outages come before every other fault. In the ``"refused"`` form every server of this
         emulator (:func:`serve`) closes its listening socket and cuts its open connections, so
@@ -277,7 +277,7 @@ class Faults:
         if form not in OUTAGE_FORMS:
             raise ValueError(f"form must be one of {sorted(OUTAGE_FORMS)}, got {form!r}")
         fault = Fault("status", status=status) if form == "status" else Fault(form)
-        begins = time.monotonic() + start
+        begins = loop_time() + start
         outages = sum(1 for entry in self._active if entry.until is not None)
         self._active.insert(outages, _Active(fault, until=begins + seconds, start=begins))
         self._notify()
@@ -291,7 +291,7 @@ class Faults:
         """Choose the fault for one request of ``route``, or ``None``."""
         if not self._active:
             return None
-        now = time.monotonic()
+        now = loop_time()
         self._expire(now)
         for entry in self._active:
             fault = entry.fault

@@ -11,8 +11,8 @@ Every emulator has a :class:`RateLimits` at :attr:`Emulator.rate_limits
 
 A request over its key's limit is answered 429 ``RATE_LIMITED`` with ``Retry-After`` in whole
 seconds (rounded up, as most APIs send it), or ``retry-after-ms`` in milliseconds, or no header
-at all. Limits and latency can change while the emulator serves; they act on real (monotonic)
-time, in front of the faults and the API, so a refused request never reaches either.
+at all. Limits and latency can change while the emulator serves; they act on the event loop's
+(monotonic) time, in front of the faults and the API, so a refused request never reaches either.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import math
 import random
-import time
 from collections import Counter
 from collections.abc import Callable
 from typing import Literal, get_args
@@ -28,6 +27,7 @@ from typing import Literal, get_args
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
+from ._clock import loop_time
 from ._responses import error_response
 
 __all__ = ["RateLimits", "RetryAfterForm"]
@@ -84,14 +84,14 @@ class RateLimits:
         resolve_key: Callable[[str | None], str | None],
         *,
         seed: int | str = 0,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = loop_time,
     ) -> None:
         """Create limits that limit nothing yet.
 
         Args:
             resolve_key: Maps an ``Authorization`` header to its API key, or ``None``.
             seed: Seeds the latency jitter.
-            clock: The monotonic clock the buckets refill on.
+            clock: The monotonic clock the buckets refill on (the event loop's).
         """
         self._resolve = resolve_key
         self._clock = clock

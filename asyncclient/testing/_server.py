@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ import anyio
 from aiohttp import web
 
 from ._app import build_app
+from ._clock import loop_time
 from ._emulator import Emulator
 
 __all__ = ["EmulatorServer", "serve"]
@@ -126,7 +126,7 @@ class _Listener:
                     logger.warning("cannot listen on port %d again: %s", self._port, exc)
                     await anyio.sleep(0.05)
                     continue
-                wait = faults.next_change() - time.monotonic()
+                wait = faults.next_change() - loop_time()
                 with anyio.move_on_after(max(wait, 0.0) if math.isfinite(wait) else math.inf):
                     await self._changed.wait()
         finally:
