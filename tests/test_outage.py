@@ -88,7 +88,7 @@ class Answers:
 
 
 async def outage(emulator: Emulator, seconds: float, form: str) -> None:
-    """Take the API away for ``seconds``, then bring it back (exactly then: removed, not expired)."""
+    """Take the API away for ``seconds``, then bring it back: removed then, not left to expire."""
     fault = emulator.faults.outage(FOREVER, form=form)  # type: ignore[arg-type]
     await anyio.sleep(seconds)
     assert emulator.faults.remove(fault)
