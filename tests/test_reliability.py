@@ -108,9 +108,9 @@ def assert_each_delivered_once_with_its_run(updates: list[RunUpdate], ids: list[
 
 async def rate_over(count: Callable[[], int], seconds: float) -> float:
     """How fast ``count()`` grows over the next ``seconds``, per second."""
-    before, started = count(), time.monotonic()
+    before, started = count(), anyio.current_time()
     await anyio.sleep(seconds)
-    return (count() - before) / (time.monotonic() - started)
+    return (count() - before) / (anyio.current_time() - started)
 
 
 def report(name: str, **figures: object) -> None:
@@ -190,6 +190,7 @@ OUTAGE = 1.8
 """Seconds of 100 % 503s: long enough that the retry budget's first few retries are a detail."""
 
 
+@pytest.mark.virtual_time  # the rates compared are exact: load cannot skew them
 @pytest.mark.parametrize("strategy", [pytest.param("per-run"), pytest.param("auto")])
 async def test_outage_causes_no_retry_storm(
     emulator: Emulator, server: EmulatorServer, clock: ManualClock, strategy: str
@@ -219,19 +220,19 @@ async def test_outage_causes_no_retry_storm(
                     await anyio.sleep(0.4)  # every run is at its longest delay by now
                     healthy = await rate_over(arrived, 0.6)
                     outage_fault = faults.outage(OUTAGE)
-                    began, count, retries = time.monotonic(), arrived(), client.retries
+                    began, count, retries = anyio.current_time(), arrived(), client.retries
                     first_half_second = await rate_over(arrived, 0.5)
-                    await anyio.sleep(OUTAGE - (time.monotonic() - began))
-                    elapsed = time.monotonic() - began
+                    await anyio.sleep(OUTAGE - (anyio.current_time() - began))
+                    elapsed = anyio.current_time() - began
                     during = (arrived() - count) / elapsed
                     retried = client.retries - retries
                     refused = budget.refused
                     await anyio.sleep(0.1)
                     # Over: real time passed.
                     assert all(fault is not outage_fault for fault in faults.active)
-                    recovered_at = time.monotonic()
+                    recovered_at = anyio.current_time()
                     clock.advance(2_000.0)  # every run finishes
-    recovery = time.monotonic() - recovered_at
+    recovery = anyio.current_time() - recovered_at
     report(
         f"outage/{strategy}",
         healthy_rps=healthy,
@@ -546,6 +547,7 @@ async def test_oversized_body_is_refused_without_being_read(declared: bool) -> N
 # -- the retry budget --------------------------------------------------------------------------
 
 
+@pytest.mark.virtual_time  # the rates compared are exact: load cannot skew them
 async def test_spent_retry_budget_stops_retries_and_keeps_the_poll_cadence(
     emulator: Emulator, server: EmulatorServer, clock: ManualClock
 ) -> None:
