@@ -1,9 +1,9 @@
 """What ``worker`` and ``watch`` share: exit codes, the Temporal options, number types.
 
-And how a command stops: a step that fails raises :class:`CommandFailed` with its exit status,
-and :func:`run_command` prints it as one ``error:`` line (Ctrl-C is 130), so each command's body
-reads as its steps. The steps both commands take (the connection settings, connecting to
-Temporal, opening the sink) are here, each with the status its failure ends in.
+And how a command stops: a step that fails raises the command line's ``CliError`` with its
+exit status, and :func:`run_command` prints it as one ``error:`` line (Ctrl-C is 130), so each
+command's body reads as its steps. The steps both commands take (the connection settings,
+connecting to Temporal, opening the sink) are here, each with the status its failure ends in.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from ..._cli._exit import CliError
 from .._connect import DEFAULT_ADDRESS, DEFAULT_NAMESPACE, TemporalSettings, connect, load_settings
 from .._exceptions import SinkError
 from .._starter import DEFAULT_TASK_QUEUE
@@ -35,13 +36,13 @@ __all__ = [
     "EXIT_UNREACHABLE",
     "EXIT_USAGE",
     "HELP_OPTIONS",
-    "CommandFailed",
+    "CliError",
     "Number",
     "connect_temporal",
     "error",
     "open_sink_store",
     "run_command",
-    "temporal_help",
+    "temporal_command",
     "temporal_options",
     "temporal_settings",
 ]
@@ -137,22 +138,19 @@ def temporal_options(command: _F) -> _F:
     return command
 
 
-def temporal_help(text: str) -> str:
-    """A command's help followed by where the Temporal connection comes from."""
-    return f"{text}\n\n{_TEMPORAL_HELP}"
-
-
-class CommandFailed(Exception):
-    """A command's step failed: :func:`run_command` prints ``error: MESSAGE`` and exits ``status``.
+def temporal_command(text: str, *, short_help: str) -> Callable[[_F], click.Command]:
+    """Make a function a Temporal command: its help, where the connection comes from, ``-h``.
 
     Args:
-        message: the one-line reason.
-        status: the exit status it ends with (``EXIT_*``).
-    """
+        text: the command's help.
+        short_help: its line in the group's list of commands.
 
-    def __init__(self, message: str, status: int) -> None:
-        super().__init__(message)
-        self.status = status
+    Returns:
+        A decorator, ``click.command`` with those settings.
+    """
+    return click.command(
+        help=f"{text}\n\n{_TEMPORAL_HELP}", short_help=short_help, context_settings=HELP_OPTIONS
+    )
 
 
 def run_command(body: Callable[[], int]) -> int:
@@ -162,14 +160,14 @@ def run_command(body: Callable[[], int]) -> int:
         body: the command's steps.
 
     Returns:
-        What the body returned; a :class:`CommandFailed`'s status after its ``error:`` line;
+        What the body returned; a :class:`CliError`'s exit code after its ``error:`` line;
         ``EXIT_INTERRUPTED`` on Ctrl-C.
     """
     try:
         return body()
-    except CommandFailed as exc:
+    except CliError as exc:
         error(str(exc))
-        return exc.status
+        return exc.exit_code
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
 
@@ -178,7 +176,7 @@ def temporal_settings(params: dict[str, Any]) -> TemporalSettings:
     """The connection settings: the profile and TEMPORAL_* environment, then the options.
 
     Raises:
-        CommandFailed: ``EXIT_USAGE``, the configuration cannot be used.
+        CliError: ``EXIT_USAGE``, the configuration cannot be used.
     """
     try:
         return load_settings(
@@ -193,7 +191,7 @@ def temporal_settings(params: dict[str, Any]) -> TemporalSettings:
             tls_server_name=params["tls_server_name"],
         )
     except ValueError as exc:
-        raise CommandFailed(str(exc), EXIT_USAGE) from exc
+        raise CliError(str(exc), EXIT_USAGE) from exc
 
 
 async def connect_temporal(
@@ -202,21 +200,21 @@ async def connect_temporal(
     """Connect to Temporal.
 
     Raises:
-        CommandFailed: ``EXIT_UNREACHABLE``, Temporal could not be reached.
+        CliError: ``EXIT_UNREACHABLE``, Temporal could not be reached.
     """
     try:
         return await connect(settings, identity=identity, runtime=runtime)
     except RuntimeError as exc:
-        raise CommandFailed(str(exc), EXIT_UNREACHABLE) from exc
+        raise CliError(str(exc), EXIT_UNREACHABLE) from exc
 
 
 async def open_sink_store(sink: Sink) -> None:
     """Open the sink's store (connect, create its tables).
 
     Raises:
-        CommandFailed: ``EXIT_UNREACHABLE``, the store could not be reached.
+        CliError: ``EXIT_UNREACHABLE``, the store could not be reached.
     """
     try:
         await sink.open()
     except SinkError as exc:
-        raise CommandFailed(str(exc), EXIT_UNREACHABLE) from exc
+        raise CliError(str(exc), EXIT_UNREACHABLE) from exc

@@ -31,13 +31,12 @@ from ._common import (
     EXIT_KEY,
     EXIT_OK,
     EXIT_USAGE,
-    HELP_OPTIONS,
-    CommandFailed,
+    CliError,
     Number,
     connect_temporal,
     open_sink_store,
     run_command,
-    temporal_help,
+    temporal_command,
     temporal_options,
     temporal_settings,
 )
@@ -56,16 +55,13 @@ def _max_parallel(ctx: click.Context, param: click.Parameter, value: int) -> int
     return value
 
 
-@click.command(
-    help=temporal_help(
-        "Start a batch and follow it by counting stored results until every id is stored. The "
-        "same ids file into the same sink is refused while it runs and after it completed "
-        "(--attach follows it instead); after it failed, was terminated or cancelled, it is "
-        "started again and skips what the sink holds. Prints one progress line every "
-        "--interval seconds (stored/total, rate, elapsed)."
-    ),
+@temporal_command(
+    "Start a batch and follow it by counting stored results until every id is stored. The "
+    "same ids file into the same sink is refused while it runs and after it completed "
+    "(--attach follows it instead); after it failed, was terminated or cancelled, it is "
+    "started again and skips what the sink holds. Prints one progress line every "
+    "--interval seconds (stored/total, rate, elapsed).",
     short_help="Start a batch and follow it until every id is stored.",
-    context_settings=HELP_OPTIONS,
 )
 @click.option(
     "--ids-file", required=True, help="One run id per line; workers must read the same path."
@@ -143,7 +139,7 @@ async def _watch(args: SimpleNamespace, settings: TemporalSettings) -> int:
         sink = open_sink(args.sink)
         ids, digest = await anyio.to_thread.run_sync(read_ids, args.ids_file)
     except (SinkError, BatchInputError) as exc:
-        raise CommandFailed(str(exc), EXIT_USAGE) from exc
+        raise CliError(str(exc), EXIT_USAGE) from exc
     await open_sink_store(sink)
     try:
         temporal = await connect_temporal(settings)
@@ -162,7 +158,7 @@ async def _watch(args: SimpleNamespace, settings: TemporalSettings) -> int:
                     flush=True,
                 )
         except (BatchInputError, ValueError) as exc:
-            raise CommandFailed(str(exc), EXIT_USAGE) from exc
+            raise CliError(str(exc), EXIT_USAGE) from exc
         except BatchAlreadyStartedError as exc:
             print(
                 f"error: {exc}\nhint: --attach follows the batch already started", file=sys.stderr

@@ -26,13 +26,12 @@ from ._common import (
     EXIT_KEY,
     EXIT_OK,
     EXIT_USAGE,
-    HELP_OPTIONS,
-    CommandFailed,
+    CliError,
     Number,
     connect_temporal,
     open_sink_store,
     run_command,
-    temporal_help,
+    temporal_command,
     temporal_options,
     temporal_settings,
 )
@@ -93,14 +92,11 @@ def poll_policy(params: dict[str, Any]) -> PollPolicy:
     return PollPolicy(**{field: params[field] for _, field, _, _ in _POLL_OPTIONS})
 
 
-@click.command(
-    help=temporal_help(
-        "Run a Temporal worker: it watches shards of batches and stores each result once. Stop "
-        "it with Ctrl-C or SIGTERM: it takes no new shard, its shards store what they fetched "
-        "(within --shutdown-grace) and are retried on other workers at once."
-    ),
+@temporal_command(
+    "Run a Temporal worker: it watches shards of batches and stores each result once. Stop "
+    "it with Ctrl-C or SIGTERM: it takes no new shard, its shards store what they fetched "
+    "(within --shutdown-grace) and are retried on other workers at once.",
     short_help="Run a worker that watches shards and stores their results.",
-    context_settings=HELP_OPTIONS,
 )
 @temporal_options
 @click.option("--base-url", help=f"The API origin (${BASE_URL_ENV}, else the real API).")
@@ -164,7 +160,7 @@ def _worker(args: SimpleNamespace, params: dict[str, Any]) -> int:
     try:
         _api_client(args, policy)  # the key, the URL and the rate are checked before any connection
     except ValueError as exc:
-        raise CommandFailed(str(exc), EXIT_KEY if "key" in str(exc) else EXIT_USAGE) from exc
+        raise CliError(str(exc), EXIT_KEY if "key" in str(exc) else EXIT_USAGE) from exc
     try:
         runtime = _metrics_runtime(args.metrics_bind) if args.metrics_bind else None
     except ValueError as exc:
