@@ -36,7 +36,6 @@ __all__ = [
     "EXIT_UNREACHABLE",
     "EXIT_USAGE",
     "HELP_OPTIONS",
-    "CliError",
     "Number",
     "connect_temporal",
     "error",

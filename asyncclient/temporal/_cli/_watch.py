@@ -18,6 +18,7 @@ from temporalio.client import Client as TemporalClient
 from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
 from temporalio.exceptions import ActivityError, ApplicationError, RetryState
 
+from ..._cli._exit import CliError
 from .._activities import FATAL_ERROR_TYPES, NOT_OWNED_ERROR_TYPE
 from .._connect import TemporalSettings
 from .._exceptions import BatchAlreadyStartedError, BatchInputError, SinkError
@@ -31,7 +32,6 @@ from ._common import (
     EXIT_KEY,
     EXIT_OK,
     EXIT_USAGE,
-    CliError,
     Number,
     connect_temporal,
     open_sink_store,

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
+from ..._cli._exit import CliError
 from ..._client import Client
 from ..._config import POLL_STRATEGIES, PollPolicy
 from ..._constants import API_KEY_ENV, BASE_URL_ENV
@@ -26,7 +27,6 @@ from ._common import (
     EXIT_KEY,
     EXIT_OK,
     EXIT_USAGE,
-    CliError,
     Number,
     connect_temporal,
     open_sink_store,
