@@ -104,6 +104,7 @@ class APIStatusError(PredevError):
         action_url: the server's ``actionUrl`` (where to subscribe or buy credits), if any.
         request_id: the ``x-request-id`` response header, if any.
         body: the first bytes of the body (at most a few hundred), for debugging.
+        retry_after: seconds a 429 (:class:`RateLimitError`) asked us to wait, or ``None``.
     """
 
     def __init__(
@@ -117,6 +118,7 @@ class APIStatusError(PredevError):
         action_url: str | None = None,
         request_id: str | None = None,
         body: bytes = b"",
+        retry_after: float | None = None,
     ) -> None:
         detail = f" [{code}]" if code else ""
         super().__init__(f"{status} {method} {path}: {message}{detail}")
@@ -128,6 +130,7 @@ class APIStatusError(PredevError):
         self.action_url = action_url
         self.request_id = request_id
         self.body = _excerpt(body)
+        self.retry_after = retry_after
 
 
 class BadRequestError(APIStatusError):
@@ -147,36 +150,7 @@ class NotFoundError(APIStatusError):
 
 
 class RateLimitError(APIStatusError):
-    """429: ``RATE_LIMITED`` or ``QUEUE_FULL``.
-
-    Attributes:
-        retry_after: seconds the server asked us to wait, or ``None``.
-    """
-
-    def __init__(
-        self,
-        *,
-        status: int,
-        method: str,
-        path: str,
-        message: str,
-        code: str | None = None,
-        action_url: str | None = None,
-        request_id: str | None = None,
-        body: bytes = b"",
-        retry_after: float | None = None,
-    ) -> None:
-        super().__init__(
-            status=status,
-            method=method,
-            path=path,
-            message=message,
-            code=code,
-            action_url=action_url,
-            request_id=request_id,
-            body=body,
-        )
-        self.retry_after = retry_after
+    """429: ``RATE_LIMITED`` or ``QUEUE_FULL``; :attr:`retry_after` says how long to wait."""
 
 
 class ServerError(APIStatusError):
@@ -300,18 +274,6 @@ def make_status_error(
                 message = "unexpected redirect (redirects are not followed)"
             else:
                 message = raw[:120].decode("utf-8", errors="replace").strip() or f"HTTP {status}"
-    if cls is RateLimitError:
-        return RateLimitError(
-            status=status,
-            method=method,
-            path=path,
-            message=message,
-            code=code,
-            action_url=action_url,
-            request_id=request_id,
-            body=raw,
-            retry_after=retry_after,
-        )
     return cls(
         status=status,
         method=method,
@@ -321,6 +283,7 @@ def make_status_error(
         action_url=action_url,
         request_id=request_id,
         body=raw,
+        retry_after=retry_after,
     )
 
 

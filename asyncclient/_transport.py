@@ -7,20 +7,18 @@ bodies, 408, 429, 500, 502, 503, 504) are retried with exponential backoff and f
 :class:`RateController` (``_ratelimit.py``): it takes a token before it is sent and reports its
 answer after, so a 429 paces and pauses the whole client, not just the request that saw it. A
 request that must not happen twice (a submission, which bills) is retried only when it provably
-never left (the connection could not be made) or was refused with a 429.
-aiohttp's exceptions never leave this module.
+never left (the connection could not be made) or was refused with a 429. The rules that decide
+(which failure is retried, how long to wait, what a retry costs) are :mod:`._retrying`'s; this
+module sends, asks them and waits. aiohttp's exceptions never leave it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import logging
-import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from contextlib import asynccontextmanager
-from datetime import datetime, timezone
 from functools import partial
 from types import TracebackType
 from typing import Any, Literal, TypeAlias, TypeVar
@@ -38,11 +36,11 @@ from ._exceptions import (
     PredevError,
     RateLimitError,
     ResponseDecodeError,
-    is_transient,
     make_status_error,
 )
 from ._models import error_body_decoder
 from ._ratelimit import RateController
+from ._retrying import RetryBudget, parse_retry_after, retry_delay, should_retry
 from ._testing_switch import scaled
 from ._version import __version__
 
@@ -123,80 +121,13 @@ def body_head(body: Body) -> bytes:
 
 
 def _should_retry(error: PredevError, unsent_only: bool) -> bool:
-    """Whether a failed attempt may be made again (the budget and the count aside).
+    """:func:`should_retry`, told what only aiohttp knows: whether the request never left.
 
-    Every transient failure may, unless the request must not happen twice (``unsent_only``):
-    then only one that provably never left (the connection could not be made) and a 429, which
-    the server refused without acting on.
+    A connection that could not be made (``ClientConnectorError``) is the one failure that proves
+    the request was never sent.
     """
-    if not unsent_only:
-        return is_transient(error)
-    if isinstance(error, RateLimitError):
-        return True
-    return isinstance(error, APIConnectionError) and isinstance(
-        error.__cause__, aiohttp.ClientConnectorError
-    )
-
-
-def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
-    """Seconds to wait from ``retry-after-ms``, or ``Retry-After`` as seconds or an HTTP date.
-
-    Returns ``None`` when no header is present or it cannot be read; never a negative number.
-    """
-    raw_ms = headers.get("retry-after-ms")
-    if raw_ms is not None:
-        try:
-            value = float(raw_ms) / 1000.0
-        except ValueError:
-            value = math.nan
-        if math.isfinite(value):
-            return max(0.0, value)
-    raw = headers.get("retry-after")
-    if raw is None:
-        return None
-    raw = raw.strip()
-    try:
-        value = float(raw)
-    except ValueError:
-        pass
-    else:
-        return max(0.0, value) if math.isfinite(value) else None
-    try:
-        when = email.utils.parsedate_to_datetime(raw)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    current = datetime.now(timezone.utc).timestamp() if now is None else now
-    return max(0.0, when.timestamp() - current)
-
-
-class RetryBudget:
-    """A token bucket shared by every request of a client; retries spend it, successes refill it.
-
-    Args:
-        capacity: the most tokens it holds (and starts with).
-        retry_cost: tokens one retry takes.
-    """
-
-    def __init__(self, capacity: int, retry_cost: int) -> None:
-        self.capacity = capacity
-        self.tokens = capacity
-        self.retry_cost = retry_cost
-        self.refused = 0
-        """Retries not made because the budget was spent."""
-
-    def try_spend(self, cost: int) -> bool:
-        """Take ``cost`` tokens if there are that many."""
-        if cost > self.tokens:
-            self.refused += 1
-            return False
-        self.tokens -= cost
-        return True
-
-    def refund(self, amount: int) -> None:
-        """Give ``amount`` tokens back, up to the capacity."""
-        self.tokens = min(self.capacity, self.tokens + amount)
+    never_sent = isinstance(error.__cause__, aiohttp.ClientConnectorError)
+    return should_retry(error, unsent_only=unsent_only, never_sent=never_sent)
 
 
 class Transport:
@@ -417,26 +348,13 @@ class Transport:
                 await anyio.sleep(delay)  # else the whole client pauses: the retry waits in acquire
 
     def _retry_cost(self, error: PredevError) -> int | None:
-        """Take one retry's tokens from the budget: what it cost, or ``None`` when it is spent.
-
-        A retry after a timeout costs twice (it held a connection the whole time). Without a
-        budget every retry is free.
-        """
+        """Charge one retry to the budget (:meth:`RetryBudget.charge`); free without a budget."""
         budget = self.budget
-        if budget is None:
-            return 0
-        cost = budget.retry_cost * (2 if isinstance(error, APITimeoutError) else 1)
-        return cost if budget.try_spend(cost) else None
+        return 0 if budget is None else budget.charge(error)
 
     def _retry_delay(self, backoff_delay: float, retry_after: float | None) -> float:
-        """Seconds before the next attempt: the backoff's draw, or longer if the server asked.
-
-        A ``Retry-After`` (any retried status may carry one) is honoured up to
-        ``RetryPolicy.max_retry_after``, never below the backoff's draw.
-        """
-        if retry_after is None:
-            return backoff_delay
-        return max(backoff_delay, min(retry_after, self._retry.max_retry_after))
+        """:func:`retry_delay` with this transport's ``RetryPolicy.max_retry_after``."""
+        return retry_delay(backoff_delay, retry_after, max_retry_after=self._retry.max_retry_after)
 
     async def _send_once(
         self,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import email.utils
 import gzip
 import math
 import socket
@@ -17,7 +16,6 @@ import msgspec
 import pytest
 from _support import serve_handler
 from aiohttp import web
-from multidict import CIMultiDict
 
 from asyncclient import (
     APIConnectionError,
@@ -36,7 +34,6 @@ from asyncclient import (
     ServerError,
 )
 from asyncclient._testing_switch import current_delay_scale, scaled
-from asyncclient._transport import parse_retry_after
 from asyncclient.testing import Emulator, EmulatorServer, Fault, set_testing
 
 pytestmark = pytest.mark.anyio
@@ -559,47 +556,6 @@ async def test_large_error_body_keeps_an_excerpt(scripted: ScriptedServer) -> No
             await api.get_run(RUN_ID)
     assert info.value.body.startswith("<html>xxx")
     assert len(info.value.body) < 1000
-
-
-# -- Retry-After parsing ------------------------------------------------------------------------
-
-NOW = 1_776_000_000.0
-
-
-@pytest.mark.parametrize(
-    ("headers", "expected"),
-    [
-        pytest.param({}, None, id="missing"),
-        pytest.param({"Retry-After": "120"}, 120.0, id="seconds"),
-        pytest.param({"Retry-After": "0"}, 0.0, id="zero"),
-        pytest.param({"Retry-After": " 5 "}, 5.0, id="padded"),
-        pytest.param({"Retry-After": "1.5"}, 1.5, id="fractional"),
-        pytest.param({"RETRY-AFTER": "3"}, 3.0, id="header-case"),
-        pytest.param({"Retry-After": "-3"}, 0.0, id="negative"),
-        pytest.param({"retry-after-ms": "250"}, 0.25, id="milliseconds"),
-        pytest.param({"retry-after-ms": "-10"}, 0.0, id="milliseconds-negative"),
-        pytest.param({"retry-after-ms": "100", "Retry-After": "9"}, 0.1, id="milliseconds-win"),
-        pytest.param({"retry-after-ms": "soon", "Retry-After": "2"}, 2.0, id="bad-ms-falls-back"),
-        pytest.param(
-            {"Retry-After": email.utils.formatdate(NOW + 30, usegmt=True)}, 30.0, id="date-future"
-        ),
-        pytest.param(
-            {"Retry-After": email.utils.formatdate(NOW - 30, usegmt=True)}, 0.0, id="date-past"
-        ),
-        pytest.param({"Retry-After": "Sun, 12 Apr 2026 13:21:00 -0000"}, 60.0, id="date-no-zone"),
-        pytest.param({"Retry-After": "soon"}, None, id="garbage"),
-        pytest.param({"Retry-After": ""}, None, id="empty"),
-        pytest.param({"Retry-After": "inf"}, None, id="infinite"),
-        pytest.param({"Retry-After": "nan"}, None, id="nan"),
-    ],
-)
-def test_parse_retry_after(headers: dict[str, str], expected: float | None) -> None:
-    """Retry-After is read as seconds, milliseconds or an HTTP date; never negative."""
-    result = parse_retry_after(CIMultiDict(headers), now=NOW)
-    if expected is None:
-        assert result is None
-    else:
-        assert result == pytest.approx(expected)
 
 
 # -- the testing switch (asyncclient.testing.set_testing) ------------------------------------

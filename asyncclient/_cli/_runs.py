@@ -8,14 +8,15 @@ so a watch polls after 10 ms, while the logic stays the production one.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import os
 import sys
-from collections.abc import AsyncIterable, AsyncIterator, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import IO, Literal, TypeVar
+from typing import IO, Any, Literal, TypeVar
 
 import click
 import msgspec
@@ -357,23 +358,40 @@ def _read_ids_file(file: IO[str]) -> list[str]:
 _POSITIVE = click.FloatRange(min=0, min_open=True)
 
 
-def _api_options(command: click.decorators.FC) -> click.decorators.FC:
-    """The options every ``runs`` command takes: the key, the origin, the path style."""
-    command = click.option(
-        "--routes",
-        type=click.Choice(("legacy", "v1")),
-        default="legacy",
-        show_default=True,
-        help="Path style: /browser-agent/{id} (legacy) or /api/v1/browser-agents/{id} (v1).",
-    )(command)
-    command = click.option(
-        "--base-url",
-        metavar="URL",
-        help=f"API origin (default: ${BASE_URL_ENV}, then {DEFAULT_BASE_URL}).",
-    )(command)
-    return click.option("--api-key", metavar="KEY", help=f"API key (default: ${API_KEY_ENV}).")(
-        command
+def _api_options(command: Callable[..., int]) -> Callable[..., int]:
+    """The options every ``runs`` command takes: the key, the origin, the path style.
+
+    The command receives them as one ``api`` keyword, an :class:`ApiOptions`.
+    """
+
+    @functools.wraps(command)
+    def with_api(
+        *args: Any,
+        api_key: str | None,
+        base_url: str | None,
+        routes: Literal["legacy", "v1"],
+        **kwargs: Any,
+    ) -> int:
+        return command(*args, api=ApiOptions(api_key, base_url, routes), **kwargs)
+
+    options = (
+        click.option("--api-key", metavar="KEY", help=f"API key (default: ${API_KEY_ENV})."),
+        click.option(
+            "--base-url",
+            metavar="URL",
+            help=f"API origin (default: ${BASE_URL_ENV}, then {DEFAULT_BASE_URL}).",
+        ),
+        click.option(
+            "--routes",
+            type=click.Choice(("legacy", "v1")),
+            default="legacy",
+            show_default=True,
+            help="Path style: /browser-agent/{id} (legacy) or /api/v1/browser-agents/{id} (v1).",
+        ),
     )
+    for option in reversed(options):
+        with_api = option(with_api)
+    return with_api
 
 
 @click.group(no_args_is_help=False)
@@ -392,12 +410,9 @@ def get_command(
     run_id: str,
     events: bool,
     as_json: bool,
-    api_key: str | None,
-    base_url: str | None,
-    routes: Literal["legacy", "v1"],
+    api: ApiOptions,
 ) -> int:
     """Show one run (ID: 24 hexadecimal characters)."""
-    api = ApiOptions(api_key, base_url, routes)
     return run_command(lambda: _get(api, context, run_id, events=events, as_json=as_json))
 
 
@@ -421,12 +436,9 @@ def list_command(
     limit: int,
     every: bool,
     as_json: bool,
-    api_key: str | None,
-    base_url: str | None,
-    routes: Literal["legacy", "v1"],
+    api: ApiOptions,
 ) -> int:
     """List runs, newest first."""
-    api = ApiOptions(api_key, base_url, routes)
     shown = None if every else limit
     return run_command(lambda: _list(api, context, status=status, limit=shown, as_json=as_json))
 
@@ -475,15 +487,12 @@ def watch_command(
     max_outage: float,
     max_requests_per_second: float | None,
     quiet: bool,
-    api_key: str | None,
-    base_url: str | None,
-    routes: Literal["legacy", "v1"],
+    api: ApiOptions,
 ) -> int:
     """Watch runs until each finishes.
 
     Writes one JSON line per run as it finishes: {"runId", "status", "run", "error"}.
     """
-    api = ApiOptions(api_key, base_url, routes)
     options = WatchOptions(
         run_ids, ids_file, events, out, resume, max_outage, max_requests_per_second, quiet
     )

@@ -34,14 +34,15 @@ import contextlib
 import os
 import socket
 from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
-from types import TracebackType
 from typing import Any
 
 import anyio
 import anyio.to_thread
 import msgspec
+from anyio import AsyncContextManagerMixin
 from anyio.streams.memory import MemoryObjectReceiveStream
 from temporalio import activity
 from temporalio.common import MetricMeter
@@ -174,7 +175,7 @@ def _result_of(update: RunUpdate) -> RunResult | None:
     return RunResult.from_error(update.run_id, error) if permanent else None
 
 
-class ShardActivities:
+class ShardActivities(AsyncContextManagerMixin):
     """The activities of a worker: one instance per worker, sharing its client and its sink.
 
     Register ``activities.watch_shard`` with the worker (see :func:`create_worker`). Inside
@@ -223,9 +224,10 @@ class ShardActivities:
         self._max_shards = max_shards
         self._meter = meter
         self._shared: dict[bool, SharedWatch] = {}
-        self._stack: contextlib.AsyncExitStack | None = None
 
-    async def __aenter__(self) -> ShardActivities:
+    @asynccontextmanager
+    async def __asynccontextmanager__(self) -> AsyncIterator[ShardActivities]:
+        """``async with ShardActivities(...)``: runs the shared watches, stopped on exit."""
         # The client's own default when none was given (it has no public accessor).
         policy = self._policy or self._client._poll_policy
         shared_policy = replace(
@@ -239,19 +241,10 @@ class ShardActivities:
                     self._shared[events] = await stack.enter_async_context(
                         SharedWatch(self._client, include_events=events, policy=shared_policy)
                     )
-            self._stack = stack.pop_all()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        stack, self._stack = self._stack, None
-        self._shared = {}
-        if stack is not None:
-            await stack.__aexit__(exc_type, exc, tb)
+            try:
+                yield self
+            finally:
+                self._shared = {}
 
     @property
     def shared(self) -> dict[bool, SharedWatch]:

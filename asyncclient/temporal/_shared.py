@@ -19,10 +19,11 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import AsyncIterator, Sequence
-from types import TracebackType
+from contextlib import asynccontextmanager
 
 import anyio
 import anyio.abc
+from anyio import AsyncContextManagerMixin
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from .._client import Client
@@ -43,7 +44,7 @@ class _Route:
         self.send = send
 
 
-class SharedWatch:
+class SharedWatch(AsyncContextManagerMixin):
     """One watch that many shards of a worker add their runs to.
 
     Use as ``async with SharedWatch(client) as shared:``, then, in each shard,
@@ -75,24 +76,18 @@ class SharedWatch:
         """The watch now running (its counters: ``polls``, ``scan_requests``...), if any."""
         return self._watcher
 
-    async def __aenter__(self) -> SharedWatch:
-        task_group = anyio.create_task_group()
-        await task_group.__aenter__()
-        self._task_group = task_group
-        task_group.start_soon(self._host)
-        await self._up.wait()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        task_group, self._task_group = self._task_group, None
-        assert task_group is not None
-        task_group.cancel_scope.cancel()
-        await task_group.__aexit__(exc_type, exc, tb)
+    @asynccontextmanager
+    async def __asynccontextmanager__(self) -> AsyncIterator[SharedWatch]:
+        """``async with SharedWatch(...)``: hosts the watch in a task group, cancelled on exit."""
+        async with anyio.create_task_group() as task_group:
+            self._task_group = task_group
+            task_group.start_soon(self._host)
+            await self._up.wait()
+            try:
+                yield self
+            finally:
+                self._task_group = None
+                task_group.cancel_scope.cancel()
 
     async def _host(self) -> None:
         """Run the watch; after a refused key, tell its shards and start a fresh one."""

@@ -1,16 +1,30 @@
-"""What ``worker`` and ``watch`` share: exit codes, the Temporal options, number types."""
+"""What ``worker`` and ``watch`` share: exit codes, the Temporal options, number types.
+
+And how a command stops: a step that fails raises the command line's ``CliError`` with its
+exit status, and :func:`run_command` prints it as one ``error:`` line (Ctrl-C is 130), so each
+command's body reads as its steps. The steps both commands take (the connection settings,
+connecting to Temporal, opening the sink) are here, each with the status its failure ends in.
+"""
 
 from __future__ import annotations
 
 import math
 import sys
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from .._connect import DEFAULT_ADDRESS, DEFAULT_NAMESPACE, TemporalSettings, load_settings
+from ..._cli._exit import CliError
+from .._connect import DEFAULT_ADDRESS, DEFAULT_NAMESPACE, TemporalSettings, connect, load_settings
+from .._exceptions import SinkError
 from .._starter import DEFAULT_TASK_QUEUE
+
+if TYPE_CHECKING:
+    from temporalio.client import Client as TemporalClient
+    from temporalio.runtime import Runtime
+
+    from .._sinks import Sink
 
 __all__ = [
     "DEFAULT_SINK",
@@ -23,8 +37,11 @@ __all__ = [
     "EXIT_USAGE",
     "HELP_OPTIONS",
     "Number",
+    "connect_temporal",
     "error",
-    "temporal_help",
+    "open_sink_store",
+    "run_command",
+    "temporal_command",
     "temporal_options",
     "temporal_settings",
 ]
@@ -120,21 +137,83 @@ def temporal_options(command: _F) -> _F:
     return command
 
 
-def temporal_help(text: str) -> str:
-    """A command's help followed by where the Temporal connection comes from."""
-    return f"{text}\n\n{_TEMPORAL_HELP}"
+def temporal_command(text: str, *, short_help: str) -> Callable[[_F], click.Command]:
+    """Make a function a Temporal command: its help, where the connection comes from, ``-h``.
+
+    Args:
+        text: the command's help.
+        short_help: its line in the group's list of commands.
+
+    Returns:
+        A decorator, ``click.command`` with those settings.
+    """
+    return click.command(
+        help=f"{text}\n\n{_TEMPORAL_HELP}", short_help=short_help, context_settings=HELP_OPTIONS
+    )
+
+
+def run_command(body: Callable[[], int]) -> int:
+    """Run a command's body (its checks, then its ``asyncio.run``) and return its exit status.
+
+    Args:
+        body: the command's steps.
+
+    Returns:
+        What the body returned; a :class:`CliError`'s exit code after its ``error:`` line;
+        ``EXIT_INTERRUPTED`` on Ctrl-C.
+    """
+    try:
+        return body()
+    except CliError as exc:
+        error(str(exc))
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
 
 
 def temporal_settings(params: dict[str, Any]) -> TemporalSettings:
-    """The connection settings: the profile and TEMPORAL_* environment, then the options."""
-    return load_settings(
-        profile=params["profile"],
-        config_file=params["config_file"],
-        address=params["address"],
-        namespace=params["namespace"],
-        tls=params["tls"],
-        tls_ca=params["tls_ca"],
-        tls_cert=params["tls_cert"],
-        tls_key=params["tls_key"],
-        tls_server_name=params["tls_server_name"],
-    )
+    """The connection settings: the profile and TEMPORAL_* environment, then the options.
+
+    Raises:
+        CliError: ``EXIT_USAGE``, the configuration cannot be used.
+    """
+    try:
+        return load_settings(
+            profile=params["profile"],
+            config_file=params["config_file"],
+            address=params["address"],
+            namespace=params["namespace"],
+            tls=params["tls"],
+            tls_ca=params["tls_ca"],
+            tls_cert=params["tls_cert"],
+            tls_key=params["tls_key"],
+            tls_server_name=params["tls_server_name"],
+        )
+    except ValueError as exc:
+        raise CliError(str(exc), EXIT_USAGE) from exc
+
+
+async def connect_temporal(
+    settings: TemporalSettings, *, identity: str | None = None, runtime: Runtime | None = None
+) -> TemporalClient:
+    """Connect to Temporal.
+
+    Raises:
+        CliError: ``EXIT_UNREACHABLE``, Temporal could not be reached.
+    """
+    try:
+        return await connect(settings, identity=identity, runtime=runtime)
+    except RuntimeError as exc:
+        raise CliError(str(exc), EXIT_UNREACHABLE) from exc
+
+
+async def open_sink_store(sink: Sink) -> None:
+    """Open the sink's store (connect, create its tables).
+
+    Raises:
+        CliError: ``EXIT_UNREACHABLE``, the store could not be reached.
+    """
+    try:
+        await sink.open()
+    except SinkError as exc:
+        raise CliError(str(exc), EXIT_UNREACHABLE) from exc

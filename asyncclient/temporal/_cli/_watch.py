@@ -18,8 +18,9 @@ from temporalio.client import Client as TemporalClient
 from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
 from temporalio.exceptions import ActivityError, ApplicationError, RetryState
 
+from ..._cli._exit import CliError
 from .._activities import FATAL_ERROR_TYPES, NOT_OWNED_ERROR_TYPE
-from .._connect import TemporalSettings, connect
+from .._connect import TemporalSettings
 from .._exceptions import BatchAlreadyStartedError, BatchInputError, SinkError
 from .._planner import BatchSpec, batch_id_for, plan_batch, read_ids, workflow_id_for
 from .._sinks import Sink, open_sink
@@ -28,15 +29,14 @@ from .._workflows import BatchResult
 from ._common import (
     EXIT_ALREADY_STARTED,
     EXIT_FAILED,
-    EXIT_INTERRUPTED,
     EXIT_KEY,
     EXIT_OK,
-    EXIT_UNREACHABLE,
     EXIT_USAGE,
-    HELP_OPTIONS,
     Number,
-    error,
-    temporal_help,
+    connect_temporal,
+    open_sink_store,
+    run_command,
+    temporal_command,
     temporal_options,
     temporal_settings,
 )
@@ -55,16 +55,13 @@ def _max_parallel(ctx: click.Context, param: click.Parameter, value: int) -> int
     return value
 
 
-@click.command(
-    help=temporal_help(
-        "Start a batch and follow it by counting stored results until every id is stored. The "
-        "same ids file into the same sink is refused while it runs and after it completed "
-        "(--attach follows it instead); after it failed, was terminated or cancelled, it is "
-        "started again and skips what the sink holds. Prints one progress line every "
-        "--interval seconds (stored/total, rate, elapsed)."
-    ),
+@temporal_command(
+    "Start a batch and follow it by counting stored results until every id is stored. The "
+    "same ids file into the same sink is refused while it runs and after it completed "
+    "(--attach follows it instead); after it failed, was terminated or cancelled, it is "
+    "started again and skips what the sink holds. Prints one progress line every "
+    "--interval seconds (stored/total, rate, elapsed).",
     short_help="Start a batch and follow it until every id is stored.",
-    context_settings=HELP_OPTIONS,
 )
 @click.option(
     "--ids-file", required=True, help="One run id per line; workers must read the same path."
@@ -128,16 +125,12 @@ def _max_parallel(ctx: click.Context, param: click.Parameter, value: int) -> int
 )
 def watch(**params: Any) -> int:
     """Start a batch and follow it until every id is stored; returns the exit status."""
-    args = SimpleNamespace(**params)
-    try:
+
+    def body() -> int:
         settings = temporal_settings(params)
-    except ValueError as exc:
-        error(str(exc))
-        return EXIT_USAGE
-    try:
-        return asyncio.run(_watch(args, settings))
-    except KeyboardInterrupt:
-        return EXIT_INTERRUPTED
+        return asyncio.run(_watch(SimpleNamespace(**params), settings))
+
+    return run_command(body)
 
 
 async def _watch(args: SimpleNamespace, settings: TemporalSettings) -> int:
@@ -146,19 +139,10 @@ async def _watch(args: SimpleNamespace, settings: TemporalSettings) -> int:
         sink = open_sink(args.sink)
         ids, digest = await anyio.to_thread.run_sync(read_ids, args.ids_file)
     except (SinkError, BatchInputError) as exc:
-        error(str(exc))
-        return EXIT_USAGE
+        raise CliError(str(exc), EXIT_USAGE) from exc
+    await open_sink_store(sink)
     try:
-        await sink.open()
-    except SinkError as exc:
-        error(str(exc))
-        return EXIT_UNREACHABLE
-    try:
-        try:
-            temporal = await connect(settings)
-        except RuntimeError as exc:
-            error(str(exc))
-            return EXIT_UNREACHABLE
+        temporal = await connect_temporal(settings)
         try:
             # Before the start, so that every row after it is this execution's: an earlier
             # execution of the same batch (failed, terminated) may have stored some already.
@@ -174,8 +158,7 @@ async def _watch(args: SimpleNamespace, settings: TemporalSettings) -> int:
                     flush=True,
                 )
         except (BatchInputError, ValueError) as exc:
-            error(str(exc))
-            return EXIT_USAGE
+            raise CliError(str(exc), EXIT_USAGE) from exc
         except BatchAlreadyStartedError as exc:
             print(
                 f"error: {exc}\nhint: --attach follows the batch already started", file=sys.stderr

@@ -6,31 +6,32 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Callable
 from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
+from ..._cli._exit import CliError
 from ..._client import Client
 from ..._config import POLL_STRATEGIES, PollPolicy
 from ..._constants import API_KEY_ENV, BASE_URL_ENV
 from .._activities import ShardActivities, default_identity
-from .._connect import TemporalSettings, connect
+from .._connect import TemporalSettings
 from .._exceptions import SinkError
 from .._metrics import counting_session
 from .._sinks import open_sink, sink_name
 from .._worker import create_worker
 from ._common import (
-    EXIT_INTERRUPTED,
     EXIT_KEY,
     EXIT_OK,
-    EXIT_UNREACHABLE,
     EXIT_USAGE,
-    HELP_OPTIONS,
     Number,
-    error,
-    temporal_help,
+    connect_temporal,
+    open_sink_store,
+    run_command,
+    temporal_command,
     temporal_options,
     temporal_settings,
 )
@@ -42,17 +43,60 @@ __all__ = ["worker"]
 
 logger = logging.getLogger("asyncclient.temporal")
 
+_F = TypeVar("_F", bound=Callable[..., Any])
+
 _POLL = PollPolicy()
 
-
-@click.command(
-    help=temporal_help(
-        "Run a Temporal worker: it watches shards of batches and stores each result once. Stop "
-        "it with Ctrl-C or SIGTERM: it takes no new shard, its shards store what they fetched "
-        "(within --shutdown-grace) and are retried on other workers at once."
+_POLL_OPTIONS = (
+    ("--max-in-flight", "max_in_flight", click.INT, "Requests in flight per shard."),
+    ("--poll-initial-delay", "initial_delay", click.FLOAT, "Seconds before a run's 2nd poll."),
+    ("--poll-multiplier", "multiplier", click.FLOAT, "Growth of the poll delay."),
+    ("--poll-max-delay", "max_delay", click.FLOAT, "Cap of the poll delay."),
+    (
+        "--max-failed-polls",
+        "max_failed_polls",
+        click.INT,
+        "Polls of one run in a row that may fail for a passing reason before the run is left "
+        "to the shard's next attempt.",
     ),
+    (
+        "--not-found-grace",
+        "not_found_grace",
+        click.FLOAT,
+        "Seconds a run may answer 404 before it is taken as missing.",
+    ),
+    ("--strategy", "strategy", click.Choice(POLL_STRATEGIES), "Polling strategy."),
+)
+"""The worker's ``PollPolicy`` options: flag, field (whose default the option shows), type, help.
+
+The values are checked by ``PollPolicy`` itself (a bad one is a usage error), not retyped here.
+"""
+
+
+def poll_options(command: _F) -> _F:
+    """Add an option per :data:`_POLL_OPTIONS` row, defaulting to ``PollPolicy()``'s field."""
+    for flag, field, kind, text in reversed(_POLL_OPTIONS):
+        option = click.option(
+            flag, field, type=kind, default=getattr(_POLL, field), show_default=True, help=text
+        )
+        command = option(command)
+    return command
+
+
+def poll_policy(params: dict[str, Any]) -> PollPolicy:
+    """The ``PollPolicy`` the poll options ask for.
+
+    Raises:
+        ValueError: a value ``PollPolicy`` refuses.
+    """
+    return PollPolicy(**{field: params[field] for _, field, _, _ in _POLL_OPTIONS})
+
+
+@temporal_command(
+    "Run a Temporal worker: it watches shards of batches and stores each result once. Stop "
+    "it with Ctrl-C or SIGTERM: it takes no new shard, its shards store what they fetched "
+    "(within --shutdown-grace) and are retried on other workers at once.",
     short_help="Run a worker that watches shards and stores their results.",
-    context_settings=HELP_OPTIONS,
 )
 @temporal_options
 @click.option("--base-url", help=f"The API origin (${BASE_URL_ENV}, else the real API).")
@@ -67,56 +111,7 @@ _POLL = PollPolicy()
     show_default=True,
     help="Shards watched at once by this worker.",
 )
-@click.option(
-    "--max-in-flight",
-    type=int,
-    default=_POLL.max_in_flight,
-    show_default=True,
-    help="Requests in flight per shard.",
-)
-@click.option(
-    "--poll-initial-delay",
-    type=float,
-    default=_POLL.initial_delay,
-    show_default=True,
-    help="Seconds before a run's 2nd poll.",
-)
-@click.option(
-    "--poll-multiplier",
-    type=float,
-    default=_POLL.multiplier,
-    show_default=True,
-    help="Growth of the poll delay.",
-)
-@click.option(
-    "--poll-max-delay",
-    type=float,
-    default=_POLL.max_delay,
-    show_default=True,
-    help="Cap of the poll delay.",
-)
-@click.option(
-    "--max-failed-polls",
-    type=int,
-    default=_POLL.max_failed_polls,
-    show_default=True,
-    help="Polls of one run in a row that may fail for a passing reason before the run is left "
-    "to the shard's next attempt.",
-)
-@click.option(
-    "--not-found-grace",
-    type=float,
-    default=_POLL.not_found_grace,
-    show_default=True,
-    help="Seconds a run may answer 404 before it is taken as missing.",
-)
-@click.option(
-    "--strategy",
-    type=click.Choice(POLL_STRATEGIES),
-    default=_POLL.strategy,
-    show_default=True,
-    help="Polling strategy.",
-)
+@poll_options
 @click.option(
     "--metrics-bind",
     metavar="HOST:PORT",
@@ -149,41 +144,28 @@ _POLL = PollPolicy()
 )
 def worker(**params: Any) -> int:
     """Run a worker until SIGINT or SIGTERM; returns the exit status."""
-    args = SimpleNamespace(**params)
+    return run_command(lambda: _worker(SimpleNamespace(**params), params))
+
+
+def _worker(args: SimpleNamespace, params: dict[str, Any]) -> int:
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
-        policy = PollPolicy(
-            initial_delay=args.poll_initial_delay,
-            multiplier=args.poll_multiplier,
-            max_delay=args.poll_max_delay,
-            max_in_flight=args.max_in_flight,
-            max_failed_polls=args.max_failed_polls,
-            not_found_grace=args.not_found_grace,
-            strategy=args.strategy,
-        )
+        policy = poll_policy(params)
         sink_name(args.sink)
     except (ValueError, SinkError) as exc:
         raise click.UsageError(str(exc)) from exc
-    try:
-        settings = temporal_settings(params)
-    except ValueError as exc:
-        error(str(exc))
-        return EXIT_USAGE
+    settings = temporal_settings(params)
     try:
         _api_client(args, policy)  # the key, the URL and the rate are checked before any connection
     except ValueError as exc:
-        error(str(exc))
-        return EXIT_KEY if "key" in str(exc) else EXIT_USAGE
+        raise CliError(str(exc), EXIT_KEY if "key" in str(exc) else EXIT_USAGE) from exc
     try:
         runtime = _metrics_runtime(args.metrics_bind) if args.metrics_bind else None
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
-    try:
-        return asyncio.run(_run_worker(args, settings, policy, runtime))
-    except KeyboardInterrupt:
-        return EXIT_INTERRUPTED
+    return asyncio.run(_run_worker(args, settings, policy, runtime))
 
 
 def _api_client(
@@ -218,17 +200,9 @@ async def _run_worker(
     runtime: Runtime | None,
 ) -> int:
     identity = args.identity or default_identity()
-    try:
-        temporal = await connect(settings, identity=identity, runtime=runtime)
-    except RuntimeError as exc:
-        error(str(exc))
-        return EXIT_UNREACHABLE
-    try:
-        sink = open_sink(args.sink)
-        await sink.open()
-    except SinkError as exc:
-        error(str(exc))
-        return EXIT_UNREACHABLE
+    temporal = await connect_temporal(settings, identity=identity, runtime=runtime)
+    sink = open_sink(args.sink)  # its URL was checked before (sink_name)
+    await open_sink_store(sink)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -249,7 +249,28 @@ def distinct(results: Sequence[RunResult]) -> list[RunResult]:
     return sorted(first.values(), key=lambda result: result.run_id)
 
 
+def attempts_query(batch_id: str | None, placeholder: str) -> tuple[str, tuple[str, ...]]:
+    """The query that reads attempts back (by batch if given), and its parameters.
+
+    Its columns are the ones :func:`attempt_record` reads, in that order.
+
+    Args:
+        batch_id: only this batch's attempts, if given.
+        placeholder: the driver's parameter marker (``?`` for sqlite3, ``%s`` for psycopg).
+    """
+    query = (
+        "SELECT batch_id, shard, attempt, worker, already_stored, resumed_stored, started_at "
+        "FROM predev_attempts"
+    )
+    params: tuple[str, ...] = ()
+    if batch_id is not None:
+        query += f" WHERE batch_id = {placeholder}"
+        params = (batch_id,)
+    return query + " ORDER BY batch_id, shard, attempt", params
+
+
 def attempt_record(row: Sequence[Any], started_at: datetime) -> AttemptRecord:
+    """An attempt from a row of :func:`attempts_query`, with ``started_at`` as a datetime."""
     return AttemptRecord(
         batch_id=row[0],
         shard=row[1],

@@ -16,6 +16,7 @@ from ._base import (
     StoredBy,
     StoredResult,
     attempt_record,
+    attempts_query,
     distinct,
     new_identity,
     utc_now,
@@ -301,15 +302,7 @@ class PostgresSink(SinkBase):
 
     async def attempts(self, *, batch_id: str | None = None) -> list[AttemptRecord]:
         """The recorded attempts, by batch, shard and attempt (see :meth:`Sink.attempts`)."""
-        query = (
-            "SELECT batch_id, shard, attempt, worker, already_stored, resumed_stored, started_at "
-            "FROM predev_attempts"
-        )
-        params: tuple[str, ...] = ()
-        if batch_id is not None:
-            query += " WHERE batch_id = %s"
-            params = (batch_id,)
-        rows = await self._fetch(query + " ORDER BY batch_id, shard, attempt", params)
+        rows = await self._fetch(*attempts_query(batch_id, "%s"))
         return [attempt_record(row, row[6]) for row in rows]
 
 

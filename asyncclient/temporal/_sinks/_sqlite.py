@@ -21,6 +21,7 @@ from ._base import (
     StoredBy,
     StoredResult,
     attempt_record,
+    attempts_query,
     distinct,
     new_identity,
     utc_now,
@@ -321,18 +322,9 @@ class SQLiteSink(SinkBase):
         return await self._run(self._attempts, batch_id)
 
     def _attempts(self, batch_id: str | None) -> list[AttemptRecord]:
-        query = (
-            "SELECT batch_id, shard, attempt, worker, already_stored, resumed_stored, started_at "
-            "FROM predev_attempts"
-        )
-        params: tuple[str, ...] = ()
-        if batch_id is not None:
-            query += " WHERE batch_id = ?"
-            params = (batch_id,)
-        query += " ORDER BY batch_id, shard, attempt"
         return [
             attempt_record(row, datetime.fromisoformat(row[6]))
-            for row in self._db().execute(query, params)
+            for row in self._db().execute(*attempts_query(batch_id, "?"))
         ]
 
 
