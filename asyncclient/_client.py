@@ -167,6 +167,11 @@ class Client(AsyncContextManagerMixin):
         return self._routes.style
 
     @property
+    def poll_policy(self) -> PollPolicy:
+        """The polling policy :meth:`watch` and :meth:`wait` use when they are given none."""
+        return self._poll_policy
+
+    @property
     def requests_sent(self) -> int:
         """HTTP requests sent so far, retries included."""
         return self._transport.requests_sent

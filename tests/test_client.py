@@ -20,6 +20,7 @@ from asyncclient import (
     Client,
     EventType,
     NotFoundError,
+    PollPolicy,
     RunStatus,
     TaskStatus,
 )
@@ -423,6 +424,13 @@ def test_repr_shows_base_url_not_key() -> None:
     assert "v1" in text
     assert "SECRET" not in text
     assert "SECRET" not in str(api)
+
+
+def test_poll_policy_is_the_one_given_or_the_default() -> None:
+    """``client.poll_policy`` is what ``watch()`` and ``wait()`` use without one."""
+    given = PollPolicy(max_delay=30.0)
+    assert Client("k", base_url="http://127.0.0.1:8080", poll_policy=given).poll_policy is given
+    assert Client("k", base_url="http://127.0.0.1:8080").poll_policy == PollPolicy()
 
 
 def test_client_cannot_be_pickled() -> None:

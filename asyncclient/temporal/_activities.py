@@ -229,7 +229,7 @@ class ShardActivities(AsyncContextManagerMixin):
     async def __asynccontextmanager__(self) -> AsyncIterator[ShardActivities]:
         """``async with ShardActivities(...)``: runs the shared watches, stopped on exit."""
         # The client's own default when none was given (it has no public accessor).
-        policy = self._policy or self._client._poll_policy
+        policy = self._policy or self._client.poll_policy
         shared_policy = replace(
             policy, max_in_flight=min(10_000, policy.max_in_flight * self._max_shards)
         )
