@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from asyncclient._polling import _timer_wait
+from asyncclient._scheduling import timer_wait
 
 
 @pytest.mark.parametrize(
@@ -23,7 +23,7 @@ from asyncclient._polling import _timer_wait
 )
 def test_timer_wait_ends_on_the_first_millisecond_tick_after_the_due_time(delay: float) -> None:
     """A run due between two ticks is waited for up to the later tick, never to the earlier."""
-    wait = _timer_wait(delay)
+    wait = timer_wait(delay)
     ticks = math.ceil(delay * 1000)
     # uvloop rounds a timer to whole milliseconds: this one rounds to the tick after the due time.
     assert round(wait * 1000) == ticks
@@ -34,4 +34,4 @@ def test_timer_wait_ends_on_the_first_millisecond_tick_after_the_due_time(delay:
 
 def test_timer_wait_for_parked_runs_is_unbounded() -> None:
     """With only parked runs (list scans watch them) the timer waits without a deadline."""
-    assert _timer_wait(math.inf) == math.inf
+    assert timer_wait(math.inf) == math.inf
