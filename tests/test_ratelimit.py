@@ -190,6 +190,14 @@ def test_production_defaults_without_sleeping() -> None:
         0.8,
     )
     assert DEFAULT_MAX_PAUSE == 600.0
+    # Where the rule departs from AWS (a measured throttle plateaus and holds): its constants.
+    assert (TRUST_SECONDS, ESTIMATE_MARGIN, HOLD_PAUSES, PROBE_SPAN, MAX_HOLD_DOUBLINGS) == (
+        0.5,
+        0.95,
+        5.0,
+        1.1,
+        3,
+    )
     controller = RateController()
     assert controller.rate is None
     assert controller.max_requests_per_second is None
@@ -375,6 +383,20 @@ async def test_a_probe_refused_near_its_plateau_returns_to_it_and_holds_twice_as
         _answers(controller, clock, plateau, 1.1)
         assert (_rate(controller) or 0.0) > plateau  # then probing
         assert _throttled(controller) == pytest.approx(plateau)  # refused: back to the plateau
+
+
+async def test_a_throttle_soon_after_a_pause_follows_aws_rule() -> None:
+    """Refused within TRUST_SECONDS of a pause's end, nothing was measured: AWS's β cut."""
+    clock = VirtualClock()
+    controller = _controller(clock)
+    _answers(controller, clock, 200.0, 0.1)
+    first = _throttled(controller)
+    clock.now += 1.0  # the pause
+    _answers(controller, clock, first, TRUST_SECONDS / 2)
+    assert controller.cuts == 1
+    assert _throttled(controller) == pytest.approx(BETA * ESTIMATE_MARGIN * first, rel=0.05)
+    assert controller.cuts == 2
+    assert not controller._held
 
 
 async def test_a_throttle_while_holding_cuts_the_plateau_by_the_margin() -> None:
