@@ -18,6 +18,18 @@ and reports how it was answered. Nothing is paced until the server says so:
     meter counts a pause as silence, the server's burst as rate, and a fraction of its first
     bucket as a whole one;
   - CUBIC's recovery clock starts when a pause ends, so the client resumes at the cut rate;
+  - a throttle after at least ``TRUST_SECONDS`` of paced sending since the last pause *measures*
+    the limit: the rate the server admitted meanwhile is the limit, so there is no β cut. The
+    rate plateaus at ``ESTIMATE_MARGIN`` under it and holds there for ``HOLD_PAUSES`` times the
+    pause the throttle cost, then probes above it with CUBIC's convex part. A probe refused
+    within ``PROBE_SPAN`` of its plateau found the limit where it was: the rate goes back to the
+    plateau and the next hold is twice as long (up to ``2**MAX_HOLD_DOUBLINGS`` times). A
+    throttle while holding means the limit moved under the plateau: it comes down by the
+    margin. Why: with an integer ``Retry-After`` every throttle pauses the whole client for at
+    least a second, so AWS's rule (cut to 0.7, climb back for ~5 s, probe past the old maximum
+    and meet the limit again every 5-10 s) spends about 15 % of a job paused or climbing; a
+    measured plateau that is probed rarely spends a few percent. The first throttle, and one
+    that comes soon after a pause, know little about the limit and follow AWS's rule;
   - the token bucket holds 20 ms of tokens (AWS: a second's worth), so the client's sends stay
     smooth and the server's own burst absorbs the network's jitter;
 - **Retry-After** starts a pause of the whole client (every request waits, not only the refused
@@ -65,9 +77,22 @@ BUCKET_SECONDS = 0.5
 SMOOTHING = 0.8
 """The weight of the newest bucket in the measured rate (AWS: ``smooth``)."""
 RECENT_SECONDS = 2.0
-"""How far back the admitted rate a cut starts from is measured."""
+"""How far back the admitted rate a cut starts from is measured (a first or hasty throttle)."""
 _MIN_WINDOW = 0.1
 ESTIMATE_MARGIN = 0.95
+"""The plateau after a measured throttle sits this far under the rate the server admitted."""
+TRUST_SECONDS = 0.5
+"""A throttle after this long of paced sending (since the last pause) measures the limit: the
+rate the server admitted over it is the limit, near enough to plateau at."""
+HOLD_PAUSES = 5.0
+"""After a measured throttle the rate holds its plateau this many times the pause it cost
+before it probes above it again: a probe that finds the limit costs a pause, so probing costs at
+most about a sixth of the time, and less as the holds double."""
+PROBE_SPAN = 1.1
+"""A probe refused under this times its plateau found the limit where the plateau was."""
+MAX_HOLD_DOUBLINGS = 3
+"""Each probe in a row that finds the limit where the plateau was doubles the next hold, up to
+``2**MAX_HOLD_DOUBLINGS`` times (a steady limit is probed less and less often)."""
 BURST_SECONDS = 0.02
 """The token bucket holds this many seconds of tokens (at least one): sends stay smooth, so the
 server's own burst absorbs the jitter of the network instead of our bursts."""
@@ -98,6 +123,13 @@ class _Cubic:
         self.k = (rate * (1.0 - self.beta) / self.scale) ** (1.0 / 3.0)
         self.last_fail = now
         return rate * self.beta
+
+    def hold(self, rate: float, until: float) -> float:
+        """Plateau at ``rate`` until ``until``, then probe above it (CUBIC's convex part)."""
+        self.w_max = rate
+        self.k = 0.0
+        self.last_fail = until
+        return rate
 
     def success(self, now: float) -> float:
         """The rate CUBIC allows at ``now``: ``C * (t - K)^3 + W_max``."""
@@ -160,12 +192,10 @@ class _Recent:
             return 0.0
         times = self.times
         start = max(now - RECENT_SECONDS, self.first, since)
-        while times and times[0] < start:
-            times.popleft()
         if now - start < _MIN_WINDOW:
             # Too short to tell a burst from a rate (the first throttle often comes within
             # milliseconds): count it as if spread over the shortest window.
-            return len(times) / _MIN_WINDOW
+            return (len(times) - bisect.bisect_left(times, start)) / _MIN_WINDOW
         # A token-bucket server admits its burst first, then its rate: the later half of the
         # time since sending (re)started says the rate without the burst.
         start = max(start + (now - start) / 2, now - RECENT_SECONDS / 2)
@@ -282,6 +312,9 @@ class RateController:
         self._enabled = False  # adaptive pacing in force
         self._learned = math.inf  # the adaptive rate, once enabled
         self._last_cut_bucket = -math.inf
+        self._measured_cut = False  # the last cut measured the limit: its pause starts a hold
+        self._held = False  # the rate is a plateau (CUBIC's w_max) or a probe above one
+        self._holds = 0  # probes in a row that found the limit where the plateau said
         self._resume_at = -math.inf  # the client-wide pause ends here
         self._blocked_retry_after = 0.0
         # The token bucket (used when a ceiling or adaptive pacing is in force).
@@ -480,15 +513,40 @@ class RateController:
         if bucket <= self._last_cut_bucket or now < self._resume_at:
             return  # the same moment's burst, or requests sent before the pause began
         self._last_cut_bucket = bucket
-        measured = max(self._meter.rate, self._recent.rate(now, self._resume_at))
+        self.cuts += 1
+        self._paced = True
+        recent = self._recent
+        since = max(self._resume_at, now if recent.first is None else recent.first)
+        self._measured_cut = self._enabled and now - since >= TRUST_SECONDS
+        if self._measured_cut:
+            # Paced sending met the limit: what the server admitted meanwhile is the limit.
+            cubic = self._cubic
+            plateau = recent.rate(now, self._resume_at) * ESTIMATE_MARGIN
+            if not self._held:
+                self._holds = 0
+            elif now <= cubic.last_fail:
+                # Refused while holding: the plateau itself is over the limit (it moved).
+                plateau = min(plateau, cubic.w_max * ESTIMATE_MARGIN)
+                self._holds = 0
+            elif plateau < cubic.w_max * PROBE_SPAN:
+                # A probe above a plateau that held found the limit just above it: back to the
+                # plateau, and hold it longer before the next probe (the limit has not moved).
+                plateau = cubic.w_max
+                self._holds = min(self._holds + 1, MAX_HOLD_DOUBLINGS)
+            else:
+                self._holds = 0  # the probe went far: the limit rose, plateau at the new one
+            self._held = True
+            self._learned = cubic.hold(max(MIN_RATE, min(plateau, self._fill)), now)
+            self._pace(now)
+            return
+        self._held = False
+        measured = max(self._meter.rate, recent.rate(now, self._resume_at))
         # What was admitted just before a throttle runs a few percent over the limit (the
         # server's refills and the network's bunching): aim the plateau just under it.
         rate = min(measured * ESTIMATE_MARGIN, self._fill) if self._enabled else measured
         cut = self._cubic.throttled(rate, now)
         self._learned = max(MIN_RATE, min(cut, MAX_RATE_SCALE * measured))
         self._enabled = True
-        self._paced = True
-        self.cuts += 1
         self._pace(now)
 
     def pause(self, error: RateLimitError, seconds: float) -> bool:
@@ -507,7 +565,11 @@ class RateController:
         self._resume_at = max(self._resume_at, self._clock() + seconds)
         self._paced = True
         if self._enabled:
-            self._cubic.last_fail = max(self._cubic.last_fail, self._resume_at)
+            hold = 0.0
+            if self._measured_cut:
+                self._measured_cut = False  # one hold per throttle, not one per 429 of it
+                hold = HOLD_PAUSES * seconds * 2.0**self._holds
+            self._cubic.last_fail = max(self._cubic.last_fail, self._resume_at + hold)
         if self._head_scope is not None:
             self._head_scope.cancel()  # the head sleeps for a token: it must wait longer now
         return True

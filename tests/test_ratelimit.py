@@ -27,10 +27,15 @@ from asyncclient._ratelimit import (
     BUCKET_SECONDS,
     BURST_SECONDS,
     DEFAULT_MAX_PAUSE,
+    ESTIMATE_MARGIN,
+    HOLD_PAUSES,
+    MAX_HOLD_DOUBLINGS,
     MAX_RATE_SCALE,
     MIN_RATE,
+    PROBE_SPAN,
     SCALE,
     SMOOTHING,
+    TRUST_SECONDS,
     _Cubic,
     _Meter,
 )
@@ -185,6 +190,14 @@ def test_production_defaults_without_sleeping() -> None:
         0.8,
     )
     assert DEFAULT_MAX_PAUSE == 600.0
+    # Where the rule departs from AWS (a measured throttle plateaus and holds): its constants.
+    assert (TRUST_SECONDS, ESTIMATE_MARGIN, HOLD_PAUSES, PROBE_SPAN, MAX_HOLD_DOUBLINGS) == (
+        0.5,
+        0.95,
+        5.0,
+        1.1,
+        3,
+    )
     controller = RateController()
     assert controller.rate is None
     assert controller.max_requests_per_second is None
@@ -314,6 +327,100 @@ async def test_first_rate_limited_starts_pacing_and_one_cut_per_bucket() -> None
     assert controller.cuts == 2
     second = controller.rate
     assert first is not None and second is not None and second < first
+
+
+def _answers(controller: RateController, clock: VirtualClock, rate: float, seconds: float) -> None:
+    """``rate`` successful answers per second for ``seconds`` of the virtual clock."""
+    for _ in range(round(rate * seconds)):
+        clock.now += 1.0 / rate
+        controller.answered()
+
+
+def _throttled(controller: RateController, pause: float = 1.0) -> float:
+    """A 429 with a ``pause`` s Retry-After, the pause taken; returns the rate it left."""
+    error = _throttle(retry_after=pause)
+    assert controller.answered(error)
+    assert controller.pause(error, pause)
+    rate = _rate(controller)
+    assert rate is not None
+    return rate
+
+
+def _measured(clock: VirtualClock) -> tuple[RateController, float]:
+    """A controller past its first throttle and one measured at 180/s: (it, its plateau)."""
+    controller = _controller(clock)
+    _answers(controller, clock, 200.0, 0.1)
+    assert _throttled(controller) == pytest.approx(BETA * 200.0)  # AWS's cut: nothing known
+    clock.now += 1.0
+    _answers(controller, clock, 180.0, 2 * TRUST_SECONDS)
+    return controller, _throttled(controller)
+
+
+async def test_a_measured_throttle_plateaus_under_the_admitted_rate_and_holds() -> None:
+    """After paced sending meets the limit, the rate sits just under it and holds, then probes."""
+    clock = VirtualClock()
+    controller, plateau = _measured(clock)
+    assert plateau == pytest.approx(ESTIMATE_MARGIN * 180.0, rel=0.02)  # no β cut
+    assert controller.cuts == 2
+    clock.now += 1.0  # the pause
+    _answers(controller, clock, plateau, HOLD_PAUSES * 1.0 - 0.1)
+    assert _rate(controller) == pytest.approx(plateau)  # held for HOLD_PAUSES pauses
+    _answers(controller, clock, plateau, 2.0)
+    probe = _rate(controller)
+    assert probe is not None and probe > plateau  # then CUBIC's convex probe above it
+    assert probe == pytest.approx(plateau + SCALE * 2.0**3, rel=0.05)
+
+
+async def test_a_probe_refused_near_its_plateau_returns_to_it_and_holds_twice_as_long() -> None:
+    """A probe that finds the limit where the plateau was goes back to it and probes later."""
+    clock = VirtualClock()
+    controller, plateau = _measured(clock)
+    for doubling in range(MAX_HOLD_DOUBLINGS + 2):
+        clock.now += 1.0  # the pause
+        hold = HOLD_PAUSES * 2.0 ** min(doubling, MAX_HOLD_DOUBLINGS)
+        _answers(controller, clock, plateau, hold - 0.1)
+        assert _rate(controller) == pytest.approx(plateau)  # held, each time twice as long
+        _answers(controller, clock, plateau, 1.1)
+        assert (_rate(controller) or 0.0) > plateau  # then probing
+        assert _throttled(controller) == pytest.approx(plateau)  # refused: back to the plateau
+
+
+async def test_a_throttle_soon_after_a_pause_follows_aws_rule() -> None:
+    """Refused within TRUST_SECONDS of a pause's end, nothing was measured: AWS's β cut."""
+    clock = VirtualClock()
+    controller = _controller(clock)
+    _answers(controller, clock, 200.0, 0.1)
+    first = _throttled(controller)
+    clock.now += 1.0  # the pause
+    _answers(controller, clock, first, TRUST_SECONDS / 2)
+    assert controller.cuts == 1
+    assert _throttled(controller) == pytest.approx(BETA * ESTIMATE_MARGIN * first, rel=0.05)
+    assert controller.cuts == 2
+    assert not controller._held
+
+
+async def test_a_throttle_while_holding_cuts_the_plateau_by_the_margin() -> None:
+    """Refused while holding, the plateau was over a limit that moved: it comes down."""
+    clock = VirtualClock()
+    controller, plateau = _measured(clock)
+    clock.now += 1.0
+    _answers(controller, clock, plateau, TRUST_SECONDS + 0.5)
+    assert _throttled(controller) == pytest.approx(ESTIMATE_MARGIN * plateau, rel=0.02)
+
+
+async def test_a_probe_refused_far_above_its_plateau_plateaus_at_the_new_limit() -> None:
+    """When the limit rose, the probe goes far before a 429 and the plateau follows it up."""
+    clock = VirtualClock()
+    controller, plateau = _measured(clock)
+    clock.now += 1.0 + HOLD_PAUSES
+    _answers(controller, clock, plateau, 5.0)  # CUBIC: plateau + 0.4 * 5^3 = plateau + 50
+    probe = _rate(controller)
+    assert probe is not None and probe > plateau * PROBE_SPAN
+    _answers(controller, clock, probe, 1.0)  # admitted at the probe's rate
+    rate = _throttled(controller)
+    assert rate > plateau * PROBE_SPAN
+    assert rate == pytest.approx(min(probe, ESTIMATE_MARGIN * probe), rel=0.05)
+    assert controller._holds == 0
 
 
 async def test_rate_limited_without_adaptive_only_counts() -> None:
