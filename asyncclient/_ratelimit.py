@@ -52,13 +52,13 @@ from __future__ import annotations
 
 import bisect
 import math
-import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 
 import anyio
 
+from ._clock import loop_time
 from ._exceptions import APIStatusError, RateLimitError
 from ._validation import check_bool, check_number
 
@@ -269,7 +269,8 @@ class RateController:
             once with :class:`RateLimitError` (its ``retry_after`` says how long is left),
             sending nothing, while more than ``max_pause`` of it is left. ``math.inf`` turns
             this off.
-        clock: the monotonic clock, in seconds (tests pass a virtual one).
+        clock: the monotonic clock, in seconds: the event loop's by default (tests pass a
+            virtual one).
         sleep: how to wait (tests pass one that moves the virtual clock).
 
     Attributes:
@@ -290,7 +291,7 @@ class RateController:
         max_requests_per_second: float | None = None,
         adaptive: bool = True,
         max_pause: float = DEFAULT_MAX_PAUSE,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = loop_time,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
     ) -> None:
         if max_requests_per_second is not None:

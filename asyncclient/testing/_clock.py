@@ -12,20 +12,12 @@ of a test together.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Protocol
 
+from .._clock import loop_time
+
 __all__ = ["Clock", "ManualClock", "RealClock", "loop_time"]
-
-
-def loop_time() -> float:
-    """Monotonic seconds: the running event loop's clock, or ``time.monotonic()`` outside one."""
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:
-        return time.monotonic()
-    return loop.time()
 
 
 class Clock(Protocol):
