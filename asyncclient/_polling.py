@@ -425,7 +425,10 @@ class Watcher(AsyncContextManagerMixin):
         except NotFoundError as error:
             self._prober.answered()
             now = self._now()
-            if now - watched.added_at < self.policy.not_found_grace and now < watched.deadline:
+            if (
+                now - watched.added_at < scaled(self.policy.not_found_grace)
+                and now < watched.deadline
+            ):
                 self._reschedule(watched, now)
             else:
                 await self._deliver(watched, error=error)

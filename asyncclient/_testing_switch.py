@@ -4,8 +4,8 @@ In the style of stamina's ``set_testing``: tests keep the production policies an
 instead of the policies. :func:`set_testing` sets the factor for the whole process (and, used as
 a context manager, restores the previous one on exit); :func:`scaled` is the one place that reads
 it, and only where a delay is computed (a retry's backoff or ``Retry-After`` pause, the poller's
-schedule, an outage's probe interval), never on the success path. The logic that picks each delay
-stays the production one: only the wait is shorter.
+schedule and its 404 grace, an outage's probe interval), never on the success path. The logic
+that picks each delay stays the production one: only the wait is shorter.
 """
 
 from __future__ import annotations
@@ -43,8 +43,9 @@ class _Restore:
 def set_testing(delay_scale: float | None) -> _Restore:
     """Scale every delay the SDK waits by ``delay_scale``, for tests; ``None`` switches it off.
 
-    Retry backoff and ``Retry-After`` pauses, the poller's schedule and the probe interval of an
-    outage are multiplied by the factor; everything else (how many retries, which delay comes
+    Retry backoff and ``Retry-After`` pauses, the poller's schedule (with ``not_found_grace``, how
+    long it keeps polling a new id that answers 404) and the probe interval of an outage are
+    multiplied by the factor; everything else (how many retries, which delay comes
     next, time budgets such as ``timeout`` or ``max_outage``) is unchanged. The switch is global
     to the process::
 

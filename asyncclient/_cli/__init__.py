@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import math
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -37,6 +38,7 @@ from .._exceptions import (
     AuthenticationError,
     PredevError,
 )
+from .._testing_switch import set_testing
 from .._version import __version__
 from ._exit import (
     EXIT_AUTH,
@@ -122,6 +124,31 @@ def _group() -> None:
 _group.add_command(runs)
 
 
+TESTING_DELAY_SCALE_ENV = "ASYNCCLIENT_TESTING_DELAY_SCALE"
+"""For tests only: the testing switch (:func:`asyncclient.testing.set_testing`) from outside the
+process: every retry, poll and probe wait of the commands multiplied by this factor."""
+
+
+def _testing_delay_scale() -> float | None:
+    """The factor ``ASYNCCLIENT_TESTING_DELAY_SCALE`` asks for; ``None`` when it is not set.
+
+    Raises:
+        CliError: the variable is not a positive finite number (exit status 2).
+    """
+    text = os.environ.get(TESTING_DELAY_SCALE_ENV, "").strip()
+    if not text:
+        return None
+    try:
+        scale = float(text)
+    except ValueError:
+        scale = math.nan
+    if not (scale > 0 and math.isfinite(scale)):
+        raise CliError(
+            f"{TESTING_DELAY_SCALE_ENV} must be a positive number, got {text!r}", EXIT_USAGE
+        )
+    return scale
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line.
 
@@ -135,7 +162,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         # Not click's own main(): it prints a blank line on Ctrl-C and owns the exit codes.
         args = list(sys.argv[1:] if argv is None else argv)
-        with _group.make_context(PROG, args, obj=context) as ctx:
+        with (
+            set_testing(_testing_delay_scale()),
+            _group.make_context(PROG, args, obj=context) as ctx,
+        ):
             result = _group.invoke(ctx)
     except click.exceptions.Exit as exc:  # --help, --version
         return exc.exit_code

@@ -12,19 +12,20 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import anyio
 import click
 
 from .._client import Client
+from .._config import PollPolicy
 from .._models import CREDIT_USD
 from .._tasks import TaskSpec
 from ..testing import Emulator, RealClock, TaskPlan, serve
 from ._exit import EXIT_FAILED, EXIT_OK, ErrorContext
 from ._loop import run_command
 from ._render import ProgressBar, Table, Tally
-from ._runs import scaled_policy
 
 __all__ = ["demo"]
 
@@ -44,6 +45,17 @@ _DEMO_INSTRUCTIONS = (
 _DEMO_TASK_FAILURES = ("ERROR", "TIMEOUT", "BLOCKED", "CAPTCHA_FAILED", "LOOP", "NO_TARGET")
 
 
+def _policy_for(speed: float) -> PollPolicy:
+    """The default polling policy in the demo's time: the emulator runs ``speed`` times faster."""
+    base = PollPolicy()
+    return replace(
+        base,
+        initial_delay=base.initial_delay / speed,
+        max_delay=base.max_delay / speed,
+        not_found_grace=base.not_found_grace / speed,
+    )
+
+
 async def _demo(context: ErrorContext, *, runs: int, seed: int, speed: float, quiet: bool) -> int:
     clock = RealClock(speed=speed)
     emulator = Emulator(api_keys=(_DEMO_KEY,), clock=clock, seed=seed)
@@ -57,7 +69,7 @@ async def _demo(context: ErrorContext, *, runs: int, seed: int, speed: float, qu
     async with serve(emulator) as server:
         context.base_url = server.base_url
         async with Client(
-            server.api_key, base_url=server.base_url, poll_policy=scaled_policy(1 / speed)
+            server.api_key, base_url=server.base_url, poll_policy=_policy_for(speed)
         ) as client:
             ids = await _submit_demo_runs(client, runs, random.Random(seed + 1))
             with ProgressBar("runs", len(ids), enabled=progress_on) as progress:

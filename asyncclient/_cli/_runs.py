@@ -1,8 +1,7 @@
 """``asyncclient runs get | list | watch``: look at runs, and watch many of them to their end.
 
-``ASYNCCLIENT_TESTING_DELAY_SCALE`` (for tests only, read in :func:`testing_delay_scale`)
-multiplies every polling and retry delay, and ``--max-outage``, by a factor: tests export 0.01
-so a watch polls after 10 ms, while the logic stays the production one.
+Every command runs with the production policies; tests shrink the waits with the testing switch
+(``ASYNCCLIENT_TESTING_DELAY_SCALE``, read once by :func:`asyncclient._cli.main`).
 """
 
 from __future__ import annotations
@@ -10,19 +9,18 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import math
 import os
 import sys
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Literal, TypeVar
+from typing import IO, Any, Literal
 
 import click
 import msgspec
 
 from .._client import Client
-from .._config import PollPolicy, RetryPolicy
+from .._config import PollPolicy
 from .._constants import API_KEY_ENV, BASE_URL_ENV, DEFAULT_BASE_URL
 from .._models import Run
 from .._validation import validate_api_key, validate_run_id
@@ -41,38 +39,9 @@ from ._results import load_results, open_results, result_line
 
 __all__ = [
     "DEFAULT_MAX_OUTAGE",
-    "TESTING_DELAY_SCALE_ENV",
     "ApiOptions",
     "runs",
-    "scaled_policy",
-    "scaled_retry",
-    "testing_delay_scale",
 ]
-
-_Policy = TypeVar("_Policy", PollPolicy, RetryPolicy)
-
-TESTING_DELAY_SCALE_ENV = "ASYNCCLIENT_TESTING_DELAY_SCALE"
-"""For tests only: a factor on every polling and retry delay of ``runs`` commands (default 1)."""
-
-
-def testing_delay_scale() -> float:
-    """The factor ``ASYNCCLIENT_TESTING_DELAY_SCALE`` puts on delays; 1 when it is not set.
-
-    Raises:
-        CliError: the variable is not a positive finite number (exit status 2).
-    """
-    text = os.environ.get(TESTING_DELAY_SCALE_ENV, "").strip()
-    if not text:
-        return 1.0
-    try:
-        scale = float(text)
-    except ValueError:
-        scale = math.nan
-    if not (scale > 0 and math.isfinite(scale)):
-        raise CliError(
-            f"{TESTING_DELAY_SCALE_ENV} must be a positive number, got {text!r}", EXIT_USAGE
-        )
-    return scale
 
 
 @dataclass(frozen=True)
@@ -106,7 +75,6 @@ def _client(
     api: ApiOptions,
     context: ErrorContext,
     *,
-    delay_scale: float = 1.0,
     max_requests_per_second: float | None = None,
 ) -> Client:
     """The client the options ask for; a missing or malformed key is exit 3, a bad URL exit 2."""
@@ -123,7 +91,6 @@ def _client(
             key,
             base_url=base_url,
             routes=api.routes,
-            retry=scaled_retry(delay_scale),
             max_requests_per_second=max_requests_per_second,
         )
     except ValueError as exc:
@@ -143,26 +110,11 @@ def _checked_id(run_id: str, where: str | None = None) -> str:
         ) from None
 
 
-def scaled_retry(scale: float) -> RetryPolicy:
-    """The default retry policy with every delay multiplied by ``scale``."""
-    return _scaled(RetryPolicy(), scale, ("initial_delay", "max_delay", "max_retry_after"))
-
-
-def scaled_policy(scale: float) -> PollPolicy:
-    """The default polling policy with every duration multiplied by ``scale``."""
-    return _scaled(PollPolicy(), scale, ("initial_delay", "max_delay", "not_found_grace"))
-
-
-def _scaled(policy: _Policy, scale: float, names: tuple[str, ...]) -> _Policy:
-    """``policy`` with the fields ``names`` (its defaults) multiplied by ``scale``."""
-    return replace(policy, **{name: getattr(policy, name) * scale for name in names})
-
-
 async def _get(
     api: ApiOptions, context: ErrorContext, run_id: str, *, events: bool, as_json: bool
 ) -> int:
     run_id = _checked_id(run_id)
-    async with _client(api, context, delay_scale=testing_delay_scale()) as client:
+    async with _client(api, context) as client:
         run = await client.get_run(run_id, include_events=events)
     if as_json:
         write_bytes(msgspec.json.encode(run) + b"\n")
@@ -191,7 +143,7 @@ async def _list(
 ) -> int:
     table = Table(_LIST_COLUMNS, _LIST_RIGHT, widths=_LIST_WIDTHS, enabled=not as_json)
     note = None
-    async with _client(api, context, delay_scale=testing_delay_scale()) as client:
+    async with _client(api, context) as client:
         rows: AsyncIterable[Run]
         if status != "failed" and limit is not None and limit <= 100:
             page = await client.list_runs(limit=limit, status=status)
@@ -238,13 +190,7 @@ async def _watch(api: ApiOptions, context: ErrorContext, args: WatchOptions) -> 
     if args.resume and not args.out:
         raise CliError("--resume needs --out FILE (the results to resume from)", EXIT_USAGE)
     ids = _watch_ids(args)
-    scale = testing_delay_scale()
-    client = _client(
-        api,
-        context,
-        delay_scale=scale,
-        max_requests_per_second=args.max_requests_per_second,
-    )
+    client = _client(api, context, max_requests_per_second=args.max_requests_per_second)
     out = Path(args.out) if args.out else None
     recorded = load_results(out) if args.resume and out is not None else {}
     tally = Tally()
@@ -257,7 +203,7 @@ async def _watch(api: ApiOptions, context: ErrorContext, args: WatchOptions) -> 
     progress_on = (
         not args.quiet and sys.stderr.isatty() and (out is not None or not sys.stdout.isatty())
     )
-    policy = replace(scaled_policy(scale), max_outage=args.max_outage * scale)
+    policy = PollPolicy(max_outage=args.max_outage)
     with (
         open_results(out, append=args.resume) as sink,
         ProgressBar("watching", len(ids), enabled=progress_on) as progress,
