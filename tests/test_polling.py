@@ -522,3 +522,16 @@ async def test_the_testing_switch_shortens_the_poll_schedule_not_the_logic(
                 completed.append(update.run.completed)
                 clock.advance(1.0)
     assert completed == [0, 1, 2, 3]
+
+
+@pytest.mark.virtual_time  # the grace is measured exactly
+async def test_the_testing_switch_shortens_the_404_grace(client: Client) -> None:
+    """Under ``set_testing``, the 10 s grace for a new id that answers 404 lasts 10 ms."""
+    grace = PollPolicy().not_found_grace
+    started = anyio.current_time()
+    with set_testing(delay_scale=0.001):
+        async with client.watch([MISSING_ID], policy=policy(not_found_grace=grace)) as watcher:
+            (update,) = [update async for update in watcher]
+    waited = anyio.current_time() - started
+    assert isinstance(update.error, NotFoundError)
+    assert grace * 0.001 <= waited < grace * 0.001 + 0.1
