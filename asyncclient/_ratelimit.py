@@ -50,7 +50,6 @@ The clock and the sleep are injectable, so the tests run the real logic on a vir
 
 from __future__ import annotations
 
-import bisect
 import math
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable
@@ -60,25 +59,15 @@ import anyio
 
 from ._clock import loop_time
 from ._exceptions import APIStatusError, RateLimitError
+from ._rate_estimates import AdmittedRate, AnswerMeter, Cubic
 from ._validation import check_bool, check_number
 
 __all__ = ["RateController"]
 
-BETA = 0.7
-"""CUBIC's multiplicative decrease on a throttle (AWS: ``BETA``)."""
-SCALE = 0.4
-"""CUBIC's scale constant ``C`` (AWS: ``SCALE_CONSTANT``)."""
 MIN_RATE = 0.5
 """The slowest the adaptive rate goes, in requests per second (AWS: ``MIN_FILL_RATE``)."""
 MAX_RATE_SCALE = 2.0
 """The learned rate never exceeds this times the measured rate (AWS: ``_MAX_RATE_ADJUST_SCALE``)."""
-BUCKET_SECONDS = 0.5
-"""The width of a measurement bucket; at most one cut per bucket."""
-SMOOTHING = 0.8
-"""The weight of the newest bucket in the measured rate (AWS: ``smooth``)."""
-RECENT_SECONDS = 2.0
-"""How far back the admitted rate a cut starts from is measured (a first or hasty throttle)."""
-_MIN_WINDOW = 0.1
 ESTIMATE_MARGIN = 0.95
 """The plateau after a measured throttle sits this far under the rate the server admitted."""
 TRUST_SECONDS = 0.5
@@ -103,104 +92,6 @@ WINDOW_DECREASE = 0.5
 _MAX_WINDOW = 10_000
 _CODE_QUEUE_FULL = "QUEUE_FULL"
 _CODE_RATE_LIMITED = "RATE_LIMITED"
-
-
-class _Cubic:
-    """AWS's CUBIC calculator: the rate after a throttle, and the rate at time ``t`` after it."""
-
-    __slots__ = ("beta", "k", "last_fail", "scale", "w_max")
-
-    def __init__(self, *, start: float = 0.0, beta: float = BETA, scale: float = SCALE) -> None:
-        self.beta = beta
-        self.scale = scale
-        self.w_max = 0.0
-        self.last_fail = start
-        self.k = 0.0
-
-    def throttled(self, rate: float, now: float) -> float:
-        """Remember ``rate`` as the last good maximum; return the cut rate."""
-        self.w_max = rate
-        self.k = (rate * (1.0 - self.beta) / self.scale) ** (1.0 / 3.0)
-        self.last_fail = now
-        return rate * self.beta
-
-    def hold(self, rate: float, until: float) -> float:
-        """Plateau at ``rate`` until ``until``, then probe above it (CUBIC's convex part)."""
-        self.w_max = rate
-        self.k = 0.0
-        self.last_fail = until
-        return rate
-
-    def success(self, now: float) -> float:
-        """The rate CUBIC allows at ``now``: ``C * (t - K)^3 + W_max``."""
-        return self.scale * (now - self.last_fail - self.k) ** 3 + self.w_max
-
-
-class _Meter:
-    """The measured rate of answers: counted per 0.5 s bucket, smoothed (AWS's RateClocker)."""
-
-    __slots__ = ("bucket", "count", "first", "rate")
-
-    def __init__(self, start: float) -> None:
-        self.bucket = math.floor(start * 2.0) / 2.0
-        self.count = 0
-        self.rate = 0.0
-        self.first: float | None = None
-
-    def record(self, now: float) -> float:
-        if self.first is None:
-            # Buckets start at the first answer, not when the client was made.
-            self.first = now
-            self.bucket = max(self.bucket, math.floor(now * 2.0) / 2.0)
-        self.count += 1
-        bucket = math.floor(now * 2.0) / 2.0
-        if bucket > self.bucket:
-            current = self.count / (bucket - self.bucket)
-            self.rate = current * SMOOTHING + self.rate * (1.0 - SMOOTHING)
-            self.count = 0
-            self.bucket = bucket
-        return self.rate
-
-
-class _Recent:
-    """Admitted answers (not 429s) per second over the last ``RECENT_SECONDS`` of sending.
-
-    What a throttle should cut from is the rate the server admitted while we were sending, not
-    AWS's meter: that lags by a bucket, counts a fraction of its first bucket as a whole one (the
-    first throttle usually comes within a fraction of a second), and counts the silence of a
-    client-wide pause as a rate near zero. The window starts no earlier than the end of the last
-    pause.
-    """
-
-    __slots__ = ("first", "times")
-
-    def __init__(self) -> None:
-        self.times: deque[float] = deque()
-        self.first: float | None = None
-
-    def record(self, now: float) -> None:
-        if self.first is None:
-            self.first = now
-        times = self.times
-        times.append(now)
-        horizon = now - RECENT_SECONDS
-        while times[0] < horizon:
-            times.popleft()
-
-    def rate(self, now: float, since: float) -> float:
-        if self.first is None:
-            return 0.0
-        times = self.times
-        start = max(now - RECENT_SECONDS, self.first, since)
-        if now - start < _MIN_WINDOW:
-            # Too short to tell a burst from a rate (the first throttle often comes within
-            # milliseconds): count it as if spread over the shortest window.
-            return (len(times) - bisect.bisect_left(times, start)) / _MIN_WINDOW
-        # A token-bucket server admits its burst first, then its rate: the later half of the
-        # time since sending (re)started says the rate without the burst.
-        start = max(start + (now - start) / 2, now - RECENT_SECONDS / 2)
-        count = len(times) - bisect.bisect_left(times, start)
-        return count / max(now - start, _MIN_WINDOW)
 
 
 class _Waiter:
@@ -307,9 +198,9 @@ class RateController:
         self._clock = clock
         self._sleep = sleep
         now = clock()
-        self._cubic = _Cubic(start=now)
-        self._meter = _Meter(now)
-        self._recent = _Recent()
+        self._cubic = Cubic(start=now)
+        self._meter = AnswerMeter(now)
+        self._recent = AdmittedRate()
         self._enabled = False  # adaptive pacing in force
         self._learned = math.inf  # the adaptive rate, once enabled
         self._last_cut_bucket = -math.inf

@@ -22,9 +22,8 @@ import pytest
 from conftest import FAST_POLL, FAST_RETRY
 
 from asyncclient import Client, PollPolicy, RateController, RateLimitError
+from asyncclient._rate_estimates import BETA, BUCKET_SECONDS, SCALE, SMOOTHING, AnswerMeter, Cubic
 from asyncclient._ratelimit import (
-    BETA,
-    BUCKET_SECONDS,
     BURST_SECONDS,
     DEFAULT_MAX_PAUSE,
     ESTIMATE_MARGIN,
@@ -33,11 +32,7 @@ from asyncclient._ratelimit import (
     MAX_RATE_SCALE,
     MIN_RATE,
     PROBE_SPAN,
-    SCALE,
-    SMOOTHING,
     TRUST_SECONDS,
-    _Cubic,
-    _Meter,
 )
 from asyncclient.testing import Emulator, EmulatorServer, RateLimits, serve
 from asyncclient.testing.__main__ import _parser as emulator_parser
@@ -93,7 +88,7 @@ def _window(controller: RateController) -> int | None:
 
 def test_cubic_time_window_matches_botocore() -> None:
     """K for W_max 10 is 1.9574338205844317; the rate is below W_max before K and at it at K."""
-    cubic = _Cubic(start=0.0)
+    cubic = Cubic(start=0.0)
     assert cubic.throttled(10.0, 0.0) == pytest.approx(7.0, abs=1e-12)
     assert cubic.k == pytest.approx(1.9574338205844317, abs=1e-12)
     assert cubic.success(cubic.k) == pytest.approx(10.0, abs=1e-12)
@@ -102,7 +97,7 @@ def test_cubic_time_window_matches_botocore() -> None:
 
 def test_cubic_error_at_8_tps_matches_botocore() -> None:
     """A throttle at 8 tps gives 5.6, W_max 8, K 1.8171205928321397, last failure at t=1."""
-    cubic = _Cubic(start=0.0)
+    cubic = Cubic(start=0.0)
     assert cubic.throttled(8.0, 1.0) == pytest.approx(5.6, abs=1e-12)
     assert (cubic.w_max, cubic.last_fail) == (8.0, 1.0)
     assert cubic.k == pytest.approx(1.8171205928321397, abs=1e-12)
@@ -122,7 +117,7 @@ def test_cubic_error_at_8_tps_matches_botocore() -> None:
 )
 def test_cubic_success_vector_of_the_aws_sdks(t: float, expected: float, tolerance: float) -> None:
     """Go/Java/Rust "all success": last max rate 10, last throttle at t=5, rate at time t."""
-    cubic = _Cubic(start=0.0)
+    cubic = Cubic(start=0.0)
     cubic.throttled(10.0, 5.0)
     assert cubic.success(t) == pytest.approx(expected, abs=tolerance)
 
@@ -152,8 +147,8 @@ _UPDATE_VECTOR = [
 
 def test_update_vector_of_the_aws_sdks() -> None:
     """The meter (0.5 s buckets, EWMA 0.8) and CUBIC together reproduce AWS's Update() table."""
-    meter = _Meter(0.0)
-    cubic = _Cubic(start=0.0)
+    meter = AnswerMeter(0.0)
+    cubic = Cubic(start=0.0)
     fill = MIN_RATE
     enabled = False
     for t, throttled, measured, expected_fill in _UPDATE_VECTOR:
@@ -170,11 +165,11 @@ def test_update_vector_of_the_aws_sdks() -> None:
 
 def test_meter_counts_answers_in_half_second_buckets() -> None:
     """1 answer/s for 20 s measures 1.0; answers within a bucket count only when it closes."""
-    meter = _Meter(0.0)
+    meter = AnswerMeter(0.0)
     for second in range(1, 21):
         rate = meter.record(float(second))
     assert rate == pytest.approx(1.0, abs=1e-3)
-    meter = _Meter(0.0)
+    meter = AnswerMeter(0.0)
     assert [meter.record(t) for t in (0.1, 0.2, 0.3, 0.4, 0.45)] == [0.0] * 5
     assert meter.record(0.5) == pytest.approx(12 * SMOOTHING)
 
