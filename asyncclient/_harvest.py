@@ -220,7 +220,10 @@ class Harvest:
 
     def _yield_share(self) -> float:
         """The share of finished rows seen that settle a run (1 until one is seen)."""
-        return (self._useful_rows + 1) / (self._terminal_rows + 1)
+        if self._terminal_rows == 0:
+            return 1.0
+        # No prior beyond "1 until one is seen": a page of stubs must not buy a search on hope.
+        return self._useful_rows / self._terminal_rows
 
     def _worth(self, pages: float) -> bool:
         """Reading ``pages`` more costs less than the GETs it is expected to save."""

@@ -15,7 +15,7 @@ path that ends a run (finished, error, deadline) goes through that one step.
 Outages: every outcome feeds an :class:`~._outage.OutageTracker`; while it says the API is down,
 an :class:`~._probing.OutageProber` holds the runs and probes (see ``_probing``).
 
-Length: about 630 lines, a little over the house's 600, for one concern: the watch's own
+Length: about 640 lines, a little over the house's 600, for one concern: the watch's own
 bookkeeping (its records, the exactly-once delivery, and what the answer of a GET, a scan or a
 page does to a run). What stands alone (timing, scans and their cost rule, outages, the page
 harvest) lives in its own module; splitting the rest would hand the watcher's state to callbacks.
@@ -585,15 +585,7 @@ class Watcher(AsyncContextManagerMixin):
                 scanner.next_at = now + min(backlog, scaled(self.policy.initial_delay))
                 continue
             scanner.tick(now)
-            due_gets = scanner.replaceable_gets(self._active.values(), scanner.next_at)
-            # Runs queued for a GET now that the workers take at once: those GETs are sent
-            # before a scan could answer, so it replaces none of them.
-            queued = sum(
-                1
-                for w in self._active.values()
-                if w.due <= now and not (w.in_flight or w.needs_confirming_get)
-            )
-            due_gets = max(0.0, due_gets - min(self.policy.max_in_flight, queued))
+            due_gets = scanner.replaceable_gets(self._active.values(), scanner.next_at, now=now)
             if scanner.is_cheaper(due_gets, len(self._active)):
                 if not scanner.watching:
                     # Scans take over: the GETs now due are the ones this scan replaces.

@@ -113,15 +113,25 @@ class Scanner:
         mean = self.get_seconds
         self.get_seconds = seconds if mean is None else mean + (seconds - mean) / 8
 
-    @staticmethod
-    def replaceable_gets(runs: Iterable[Watched], until: float) -> float:
+    def replaceable_gets(
+        self, runs: Iterable[Watched], until: float, *, now: float | None = None
+    ) -> float:
         """The GETs due by ``until`` that a scan would replace, each weighted by its run's odds
-        of still processing: a GET in flight, or owed to confirm a finish, is not one of them."""
-        return sum(
-            w.likely_processing
-            for w in runs
-            if w.natural_due <= until and not (w.needs_confirming_get or w.in_flight)
-        )
+        of still processing: a GET in flight, or owed to confirm a finish, is not one of them.
+
+        With ``now``, runs already queued for a GET that the workers take at once are left out
+        too: those GETs go out before a scan could answer.
+        """
+        replaceable = 0.0
+        queued = 0
+        for w in runs:
+            if w.needs_confirming_get or w.in_flight:
+                continue
+            if w.natural_due <= until:
+                replaceable += w.likely_processing
+            if now is not None and w.due <= now:
+                queued += 1
+        return max(0.0, replaceable - min(self._policy.max_in_flight, queued))
 
     def backlog_seconds(self, runs: Iterable[Watched], now: float) -> float:
         """Seconds the workers need for the GETs due already that a scan cannot replace (0 when
