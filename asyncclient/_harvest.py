@@ -66,6 +66,9 @@ Found = Callable[[Run], Awaitable[None]]
 Release = Callable[[str, bool], None]
 """``release(run_id, finished)``: resolve this wanted run by GET (``finished``: seen finished)."""
 
+Processing = Callable[[Run], None]
+"""``processing(row)``: a wanted run's row shows it processing (its first GET can wait)."""
+
 
 def id_time(run_id: str) -> int:
     """The creation time an ObjectId carries: its first four bytes, in seconds since the epoch.
@@ -137,6 +140,7 @@ class Harvest:
         hint_trusted: whether the ids' times still agree with every ``createdAt`` read.
         hint_mismatches: rows read whose id's time disagreed with their ``createdAt``.
         total: the list's ``total`` as first read (``None`` before).
+        rows_read: list rows read, wanted or not.
     """
 
     def __init__(
@@ -164,17 +168,44 @@ class Harvest:
         self._knots: list[tuple[int, float]] = []  # (offset, createdAt) met while seeking
         self._found: Found | None = None
         self._release: Release | None = None
+        self._processing: Processing | None = None
         self.requests = 0
         self.settled = 0
         self.hint_trusted = True
         self.hint_mismatches = 0
         self.total: int | None = None
+        self.rows_read = 0
+        # (createdAt, processing) of every row read: what the pages say of runs of that age.
+        self._seen_rows: list[tuple[float, bool]] = []
 
     def __repr__(self) -> str:
         return (
             f"<Harvest pending={len(self._pending)} settled={self.settled} "
             f"requests={self.requests} hint_trusted={self.hint_trusted}>"
         )
+
+    @property
+    def processing_share(self) -> float:
+        """How likely a run still :attr:`pending` is to be processing, as the pages tell.
+
+        The evidence is the rows nearest in age to those runs: the rows read created no later
+        than the newest of them (by their ids' times, while the hint holds), or, when fewer than
+        half a page of rows is that old, the oldest half page read. Runs finish in about the
+        order they started, so the newest rows (where runs still processing gather) say little
+        about older runs. 1 when nothing was read: no evidence, every run may be processing.
+        """
+        rows = self._seen_rows
+        if not rows:
+            return 1.0
+        if self.hint_trusted and self._pending:
+            newest = max(self._pending.values()) + 1 + HINT_SLACK
+            evidence = [processing for created, processing in rows if created <= newest]
+        else:
+            evidence = [processing for _, processing in rows]
+        floor = max(1, self._page_size // 2)
+        if len(evidence) < floor:
+            evidence = [processing for _, processing in sorted(rows)[:floor]]
+        return sum(evidence) / len(evidence)
 
     @property
     def pending(self) -> list[str]:
@@ -189,7 +220,10 @@ class Harvest:
 
     def _yield_share(self) -> float:
         """The share of finished rows seen that settle a run (1 until one is seen)."""
-        return (self._useful_rows + 1) / (self._terminal_rows + 1)
+        if self._terminal_rows == 0:
+            return 1.0
+        # No prior beyond "1 until one is seen": a page of stubs must not buy a search on hope.
+        return self._useful_rows / self._terminal_rows
 
     def _worth(self, pages: float) -> bool:
         """Reading ``pages`` more costs less than the GETs it is expected to save."""
@@ -247,6 +281,8 @@ class Harvest:
                     self.hint_mismatches += 1
                     self.hint_trusted = False
             complete = is_complete(row)
+            self.rows_read += 1
+            self._seen_rows.append((_created(row), not row.is_terminal))
             if row.is_terminal:
                 self._terminal_rows += 1
                 if complete or not self._rows:
@@ -254,7 +290,10 @@ class Harvest:
             if self._pending.pop(row.id, None) is None:
                 continue
             if not row.is_terminal:
-                self._release(row.id, False)
+                if self._processing is not None:
+                    self._processing(row)
+                else:
+                    self._release(row.id, False)
             elif self._rows and complete:
                 self.settled += 1
                 await self._found(row)
@@ -265,7 +304,9 @@ class Harvest:
 
     # -- the walk ---------------------------------------------------------------------------
 
-    async def run(self, found: Found, release: Release) -> None:
+    async def run(
+        self, found: Found, release: Release, *, processing: Processing | None = None
+    ) -> None:
         """Read the pages worth reading and report what they settle.
 
         Args:
@@ -273,6 +314,9 @@ class Harvest:
             release: called with each wanted run the pages cannot settle: seen processing
                 (``finished=False``), or finished but incomplete or without events
                 (``finished=True``).
+            processing: called instead of ``release`` with each wanted run's row that shows it
+                processing: the row says as much as a first GET would (the poller lets its
+                first poll wait an interval).
 
         Ids in :attr:`pending` when it returns (or raises) were not met: resolve them by GET.
         At the deadline it returns: the rest is the caller's to resolve (or time out).
@@ -280,7 +324,7 @@ class Harvest:
         Raises:
             PredevError: a list request failed (after the session layer's retries).
         """
-        self._found, self._release = found, release
+        self._found, self._release, self._processing = found, release, processing
         try:
             await self._run()
         except _OutOfTime:

@@ -14,6 +14,11 @@ path that ends a run (finished, error, deadline) goes through that one step.
 
 Outages: every outcome feeds an :class:`~._outage.OutageTracker`; while it says the API is down,
 an :class:`~._probing.OutageProber` holds the runs and probes (see ``_probing``).
+
+Length: about 640 lines, a little over the house's 600, for one concern: the watch's own
+bookkeeping (its records, the exactly-once delivery, and what the answer of a GET, a scan or a
+page does to a run). What stands alone (timing, scans and their cost rule, outages, the page
+harvest) lives in its own module; splitting the rest would hand the watcher's state to callbacks.
 """
 
 from __future__ import annotations
@@ -51,7 +56,7 @@ from ._probing import OutageProber
 from ._scanning import Scanner
 from ._scheduling import PARKED, RunSchedule, Watched
 from ._testing_switch import scaled
-from ._validation import validate_run_id
+from ._validation import check_bool, validate_run_id
 
 __all__ = ["RunUpdate", "Watcher"]
 
@@ -115,10 +120,8 @@ class Watcher(AsyncContextManagerMixin):
         progress: bool = False,
         policy: PollPolicy | None = None,
     ) -> None:
-        if not isinstance(include_events, bool):
-            raise ValueError("include_events must be a bool")
-        if not isinstance(progress, bool):
-            raise ValueError("progress must be a bool")
+        check_bool("include_events", include_events)
+        check_bool("progress", progress)
         if policy is not None and not isinstance(policy, PollPolicy):
             raise ValueError(f"policy must be a PollPolicy, got {type(policy).__name__}")
         self.policy = policy or PollPolicy()
@@ -262,10 +265,17 @@ class Watcher(AsyncContextManagerMixin):
             self._admit(batch)
         return len(fresh)
 
-    def _admit(self, batch: list[Watched]) -> None:
-        """Hand runs to the pollers (and to list scans, in the list-assisted strategies)."""
+    def _admit(self, batch: list[Watched], *, processing_share: float = 1.0) -> None:
+        """Hand runs to the pollers (and to list scans, in the list-assisted strategies).
+
+        ``processing_share`` is the share of the new runs likely to be processing (what list
+        pages just read showed): a scan replaces the GETs of those only, since a finished run
+        needs its GET anyway.
+        """
         now = self._now()
         fresh = [watched for watched in batch if not watched.delivered]
+        for watched in fresh:
+            watched.likely_processing = processing_share
         first_look = now
         # A run a list page showed finished needs one GET, never a scan.
         scanner = self._scanner
@@ -280,14 +290,16 @@ class Watcher(AsyncContextManagerMixin):
                 # list per submitted run.
                 first_look = PARKED
             else:
-                pending_gets = sum(1 for w in fresh if not w.needs_confirming_get) + sum(
-                    1
-                    for w in self._active.values()
-                    if w.natural_due <= now + self.policy.initial_delay
-                )
-                if scanner.is_cheaper(pending_gets, len(self._active)):
-                    # A scan starts now: new runs wait for it instead of a GET each.
+                runs = [*fresh, *self._active.values()]
+                pending_gets = scanner.replaceable_gets(runs, now + self.policy.initial_delay)
+                # Behind a backlog of GETs owed anyway, the scan loop times the scan instead.
+                if scanner.backlog_seconds(runs, now) == 0 and scanner.is_cheaper(
+                    pending_gets, len(self._active)
+                ):
+                    # A scan starts now: new runs wait for it instead of a GET each, and so do
+                    # the runs already due (their GETs are the ones it replaces).
                     scanner.start()
+                    self._runs.park_all(self._active.values())
                     first_look = PARKED
                 scanner.wake()
         for watched in fresh:
@@ -297,6 +309,21 @@ class Watcher(AsyncContextManagerMixin):
             self._runs.put(watched, min(due, watched.deadline))
         if fresh:
             self._runs.nudge()
+
+    def _admit_listed(self, watched: Watched) -> None:
+        """A list page showed the run processing: the row stands for its first GET.
+
+        Its next look is one polling interval away (parked while scans watch), and the scan loop
+        weighs a scan against the GETs then due, as after a scan that saw it.
+        """
+        if watched.delivered:
+            return
+        self._active[watched.run_id] = watched
+        watched.likely_processing = 1.0
+        self._reschedule(watched, self._now())
+        scanner = self._scanner
+        if scanner is not None and self.policy.strategy != "per-run" and not scanner.watching:
+            scanner.wake(at=watched.natural_due)
 
     async def _harvest(self, batch: list[Watched]) -> None:
         """Settle what list pages can of a batch; hand the rest to the pollers."""
@@ -316,6 +343,13 @@ class Watcher(AsyncContextManagerMixin):
             if watched is not None:
                 await self._deliver(watched, run=row)
 
+        listed: list[Watched] = []
+
+        def processing(row: Run) -> None:
+            watched = held.pop(row.id, None)
+            if watched is not None:
+                listed.append(watched)  # admitted with the rest: behind the GETs due now
+
         def release(run_id: str, finished: bool) -> None:
             watched = held.pop(run_id, None)
             if watched is not None:
@@ -323,8 +357,10 @@ class Watcher(AsyncContextManagerMixin):
                 watched.needs_confirming_get = finished
                 self._admit([watched])
 
+        scanner = self._scanner
+        started = self._now()
         try:
-            await harvest.run(found, release)
+            await harvest.run(found, release, processing=processing)
         except AuthenticationError as error:
             self._abort(error)
         except PredevError as error:
@@ -337,7 +373,13 @@ class Watcher(AsyncContextManagerMixin):
             self._harvesting = False
             self.harvest_requests += harvest.requests
             self.harvested += harvest.settled
-            self._admit(list(held.values()))
+            if scanner is not None and scanner.page_seconds is None and harvest.requests:
+                # Until a GET or a scan is timed, the pages' own time stands in for a request's.
+                scanner.page_seconds = (self._now() - started) / harvest.requests
+            # Runs the pages did not meet: as likely to be processing as the rows they showed.
+            self._admit(list(held.values()), processing_share=harvest.processing_share)
+            for watched in listed:
+                self._admit_listed(watched)
 
     @asynccontextmanager
     async def __asynccontextmanager__(self) -> AsyncIterator[Watcher]:
@@ -457,6 +499,8 @@ class Watcher(AsyncContextManagerMixin):
         watched.failures = 0
         if run is not None:
             self._prober.answered()
+            if self._scanner is not None:
+                self._scanner.record_get(self._now() - sent_at)
         scanner = self._scanner
         if scanner is not None and scanner.watching and scanner.failing:
             # GETs work while list scans fail: poll runs one by one until a scan works again.
@@ -473,6 +517,7 @@ class Watcher(AsyncContextManagerMixin):
             )
             return
         await self._maybe_progress(watched, run)
+        watched.likely_processing = 1.0
         self._reschedule(watched, now)
 
     async def _fetch(self, watched: Watched) -> Run:
@@ -533,18 +578,22 @@ class Watcher(AsyncContextManagerMixin):
         while True:
             await scanner.wait_until_due()
             now = self._now()
-            scanner.tick(now)
             if not self._active:
                 scanner.watching = False
                 scanner.next_at = math.inf  # add() wakes us up
                 continue
-            due_gets = sum(
-                1
-                for w in self._active.values()
-                if w.natural_due <= scanner.next_at and not w.needs_confirming_get
-            )
+            backlog = scanner.backlog_seconds(self._active.values(), now)
+            if backlog > 0:
+                # Look again soon: the estimate firms up as GETs answer.
+                scanner.next_at = now + min(backlog, scaled(self.policy.initial_delay))
+                continue
+            scanner.tick(now)
+            due_gets = scanner.replaceable_gets(self._active.values(), scanner.next_at, now=now)
             if scanner.is_cheaper(due_gets, len(self._active)):
-                scanner.watching = True
+                if not scanner.watching:
+                    # Scans take over: the GETs now due are the ones this scan replaces.
+                    scanner.watching = True
+                    self._runs.park_all(self._active.values())
                 if self._outage.down:
                     scanner.next_at = math.inf  # the probe task probes; its answer wakes us
                     continue
@@ -594,4 +643,5 @@ class Watcher(AsyncContextManagerMixin):
                 self._runs.put(watched, now)
                 continue
             await self._maybe_progress(watched, listed)
+            watched.likely_processing = 1.0
             self._reschedule(watched, now)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable, Container
+from collections.abc import Callable, Container, Iterable
 
 import anyio
 
@@ -21,7 +21,7 @@ from ._constants import LIST_PAGE_MAX
 from ._exceptions import PredevError
 from ._models import Run
 from ._pagination import FetchPage, Walk
-from ._scheduling import timer_wait
+from ._scheduling import Watched, timer_wait
 from ._testing_switch import scaled
 
 __all__ = ["SCAN_FAILURES_BEFORE_GETS", "Scanner"]
@@ -47,6 +47,9 @@ class Scanner:
         failures: scans failed in all.
         scans: scans made in all.
         requests: list pages read, by scans and by outage probes.
+        page_seconds: how long the last scan took per page (``None`` before one worked).
+        get_seconds: how long a GET of the watch takes, start to answer (a running mean; ``None``
+            until one answered): what bounds how fast the workers clear a backlog.
     """
 
     __slots__ = (
@@ -57,7 +60,9 @@ class Scanner:
         "attempt",
         "consecutive_failures",
         "failures",
+        "get_seconds",
         "next_at",
+        "page_seconds",
         "requests",
         "scans",
         "total",
@@ -77,6 +82,8 @@ class Scanner:
         self.failures = 0
         self.scans = 0
         self.requests = 0
+        self.page_seconds: float | None = None
+        self.get_seconds: float | None = None
 
     def __repr__(self) -> str:
         return f"<Scanner watching={self.watching} scans={self.scans} failures={self.failures}>"
@@ -91,15 +98,65 @@ class Scanner:
         known = self.total if self.total is not None else watched_runs
         return max(1, -(-known // LIST_PAGE_MAX))
 
-    def is_cheaper(self, due_gets: int, watched_runs: int) -> bool:
-        """True when a scan costs fewer requests than the ``due_gets`` GETs it would replace."""
+    def is_cheaper(self, due_gets: float, watched_runs: int) -> bool:
+        """True when a scan costs fewer requests than the ``due_gets`` GETs it would replace.
+
+        ``due_gets`` counts the GETs due before the next tick of runs likely processing (each
+        weighted by its odds): a finished run needs its GET whatever a scan says.
+        """
         if self._policy.strategy == "list":
             return True
         return self.pages(watched_runs) < due_gets
 
-    def wake(self) -> None:
-        """Make a scan due now (new runs to watch, or the API answers again)."""
-        self.next_at = self._now()
+    def record_get(self, seconds: float) -> None:
+        """A GET of the watch was answered after ``seconds``."""
+        mean = self.get_seconds
+        self.get_seconds = seconds if mean is None else mean + (seconds - mean) / 8
+
+    def replaceable_gets(
+        self, runs: Iterable[Watched], until: float, *, now: float | None = None
+    ) -> float:
+        """The GETs due by ``until`` that a scan would replace, each weighted by its run's odds
+        of still processing: a GET in flight, or owed to confirm a finish, is not one of them.
+
+        With ``now``, runs already queued for a GET that the workers take at once are left out
+        too: those GETs go out before a scan could answer.
+        """
+        replaceable = 0.0
+        queued = 0
+        for w in runs:
+            if w.needs_confirming_get or w.in_flight:
+                continue
+            if w.natural_due <= until:
+                replaceable += w.likely_processing
+            if now is not None and w.due <= now:
+                queued += 1
+        return max(0.0, replaceable - min(self._policy.max_in_flight, queued))
+
+    def backlog_seconds(self, runs: Iterable[Watched], now: float) -> float:
+        """Seconds the workers need for the GETs due already that a scan cannot replace (0 when
+        there are none, or before any request was timed).
+
+        The GETs a scan would replace go out only after those: GET-per-run would poll a run due
+        behind the backlog once, after it, so a scan before then only guesses what that GET will
+        find. Scans wait for the backlog (just in time).
+        """
+        # A confirming GET is owed whatever a scan says; a run due that may be processing is one
+        # a scan would replace (as much as it is likely processing), not one to wait for.
+        backlog = sum(
+            1.0 if w.needs_confirming_get else 1.0 - w.likely_processing
+            for w in runs
+            if w.due <= now and not w.in_flight
+        )
+        # No GET answered yet: a list page, no lighter than a GET, stands in for one.
+        seconds = self.get_seconds if self.get_seconds is not None else self.page_seconds
+        if backlog < 1 or seconds is None:
+            return 0.0
+        return backlog * seconds / self._policy.max_in_flight
+
+    def wake(self, at: float | None = None) -> None:
+        """Make a scan due now, or by ``at`` (new runs to watch, or the API answers again)."""
+        self.next_at = min(self.next_at, self._now() if at is None else at)
         self._wakeup.set()
 
     def start(self) -> None:
@@ -146,6 +203,7 @@ class Scanner:
         """
         walk = Walk(self._fetch_page, status="processing", page_size=LIST_PAGE_MAX)
         seen: dict[str, Run] = {}
+        started = self._now()
         try:
             while not walk.done:
                 for row in await walk.next_batch():
@@ -160,6 +218,7 @@ class Scanner:
             self.requests += walk.requests
         self.total = walk.total
         self.consecutive_failures = 0
+        self.page_seconds = (self._now() - started) / max(1, walk.requests)
         return seen
 
     async def probe(self) -> None:

@@ -36,6 +36,7 @@ class Watched:
         "failures",
         "in_flight",
         "last_completed",
+        "likely_processing",
         "natural_due",
         "needs_confirming_get",
         "run_id",
@@ -56,6 +57,10 @@ class Watched:
         # Missing from a list scan, or seen finished: the next poll is the last one.
         self.needs_confirming_get = False
         self.in_flight = False
+        # The odds that it is processing, as far as the watch can tell: 1 once seen processing
+        # (and for runs just added); for runs list pages did not meet, the share of their rows
+        # that were processing. A scan replaces a GET only if the run is still processing.
+        self.likely_processing = 1.0
 
 
 def timer_wait(delay: float) -> float:

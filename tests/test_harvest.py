@@ -238,6 +238,49 @@ async def test_stub_rows_fall_back_to_one_get_per_run(client: Client, emulator: 
     assert watcher.harvest_requests + len(watched) <= 1.02 * len(watched)
 
 
+async def test_stub_rows_cost_one_get_per_run_and_the_page_that_showed_them(
+    client: Client, emulator: Emulator
+) -> None:
+    """Finished runs whose rows are stubs: one GET each, plus only the page that showed stubs."""
+    emulator.list_rows = "stub"
+    ids = history(emulator, 2000)
+    watched = ids[::5]
+    async with client.watch(watched, policy=fast(strategy="per-run")) as baseline:
+        assert len([update async for update in baseline]) == len(watched)
+    per_run = {route: emulator.requests_by_route[route] for route in ("get", "list")}
+    async with client.watch(watched, policy=fast()) as watcher:
+        updates = [update async for update in watcher]
+    assert all(update.run is not None and is_complete(update.run) for update in updates)
+    ours = {route: emulator.requests_by_route[route] - per_run[route] for route in ("get", "list")}
+    # The page showed no run processing: no list scan bets on the runs it did not meet.
+    assert ours == {"get": per_run["get"], "list": 1}
+    assert (watcher.harvest_requests, watcher.scans) == (1, 0)
+
+
+async def test_stub_rows_never_cost_more_than_get_per_run_but_the_page_that_showed_them(
+    client: Client, emulator: Emulator, clock: ManualClock
+) -> None:
+    """Stub rows, with runs still processing behind a backlog of GETs: no scan bets meanwhile."""
+    emulator.list_rows = "stub"
+    finished = history(emulator, 1500)[::3]
+    spent: dict[str, int] = {}
+    for strategy in ("per-run", "auto"):
+        processing_until = clock() + 60.0
+        # Runs of its own for each contender: they finish while the GETs of the others queue.
+        processing = [emulator.create_run(durations=[60.0]) for _ in range(3)]
+        before = emulator.request_count
+        policy = fast(strategy=strategy, max_in_flight=2)
+        async with client.watch(finished + processing, policy=policy) as watcher:
+            async for update in watcher:
+                assert update.ok
+                if clock() < processing_until:
+                    clock.advance(120.0)
+        spent[strategy] = emulator.request_count - before
+    # A GET each is the floor when rows are stubs; the first page is what showed they are.
+    assert spent["auto"] <= spent["per-run"] + 1
+    assert (watcher.harvest_requests, watcher.scans) == (1, 0)
+
+
 async def test_stub_rows_stop_a_search_before_it_starts(client: Client, emulator: Emulator) -> None:
     """Stub rows on the first page: no binary search for an old set, only GETs after it."""
     emulator.list_rows = "stub"

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 import anyio
 import pytest
 
 from asyncclient import Client, PollPolicy, PredevError
 from asyncclient._scanning import SCAN_FAILURES_BEFORE_GETS, Scanner
+from asyncclient._scheduling import Watched
 from asyncclient.testing import Emulator, Fault, ManualClock
 
 pytestmark = pytest.mark.anyio
@@ -64,3 +67,20 @@ async def test_failed_scans_are_counted_in_a_row_and_in_all(
     failing.append(scanner.failing)
     assert failing == [True, False]
     assert (scanner.consecutive_failures, scanner.failures, scanner.scans) == (0, 3, 4)
+
+
+async def test_a_scan_replaces_only_the_gets_of_runs_likely_processing(client: Client) -> None:
+    """GETs owed to confirm a finish, in flight, or taken by the workers at once: not replaced."""
+    scanner = scanner_of(client)
+    runs = [Watched(f"{index:024x}", added_at=0.0, deadline=math.inf) for index in range(6)]
+    for watched in runs:
+        watched.due = watched.natural_due = 1.0
+    runs[0].needs_confirming_get = True
+    runs[1].in_flight = True
+    runs[2].likely_processing = 0.5
+    assert scanner.replaceable_gets(runs, until=2.0) == 3.5
+    assert scanner.replaceable_gets(runs, until=0.5) == 0.0
+    # Four queued now: 32 workers send them all, two workers two, before a scan could answer.
+    assert scanner.replaceable_gets(runs, until=2.0, now=1.0) == 0.0
+    two_workers = Scanner(client._fetch_page, PollPolicy(max_in_flight=2), anyio.current_time)
+    assert two_workers.replaceable_gets(runs, until=2.0, now=1.0) == 1.5
