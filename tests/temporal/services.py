@@ -267,6 +267,25 @@ def write_ids_file(base_url: str, path: Path) -> list[str]:
     return ids
 
 
+def watch_args(
+    address: str, queue: str, sink: str, ids_file: Path, *extra: str, interval: str = "2"
+) -> list[str]:
+    """``asyncclient temporal watch`` arguments for the ids in ``ids_file``, then ``extra``."""
+    return [
+        "--address",
+        address,
+        "--task-queue",
+        queue,
+        "--sink",
+        sink,
+        "--ids-file",
+        str(ids_file),
+        "--interval",
+        interval,
+        *extra,
+    ]
+
+
 def start_worker(
     workdir: Path,
     name: str,

@@ -26,28 +26,12 @@ from asyncclient.temporal import (
     watch_main,
 )
 
-from .services import READY, Service, start_emulator, start_worker, write_ids_file
+from .services import READY, Service, start_emulator, start_worker, watch_args, write_ids_file
 
 
 async def _stored(sink_url: str, ids: list[str]) -> tuple[int, set[str]]:
     async with open_sink(sink_url) as sink:
         return await sink.count(), await sink.has(ids)
-
-
-def _watch_args(address: str, queue: str, sink: str, ids_file: Path, *extra: str) -> list[str]:
-    return [
-        "--address",
-        address,
-        "--task-queue",
-        queue,
-        "--sink",
-        sink,
-        "--ids-file",
-        str(ids_file),
-        "--interval",
-        "2",
-        *extra,
-    ]
 
 
 def test_twenty_thousand_runs_in_ten_shards_are_each_stored_once(
@@ -81,7 +65,7 @@ def test_twenty_thousand_runs_in_ten_shards_are_each_stored_once(
 
     began = time.monotonic()
     status = watch_main(
-        _watch_args(
+        watch_args(
             temporal_address, task_queue, postgres_url, tmp_path / "ids.txt", "--shards", "10"
         )
     )
@@ -279,7 +263,7 @@ def test_the_same_batch_is_not_started_twice_even_after_it_finished(
     )
     services.append(worker)
     worker.wait_for(READY)
-    args = _watch_args(
+    args = watch_args(
         temporal_address,
         task_queue,
         sqlite_url,
