@@ -38,7 +38,7 @@ def statuses(emulator: Emulator, clock: ManualClock) -> dict[str, str]:
 
 def emulator_status(emulator: Emulator, run_id: str) -> str:
     """Ask the emulator's own renderer for a run's status (no HTTP, no client code)."""
-    body = emulator._render_run("test-key", run_id, False)
+    body = emulator.render_run("test-key", run_id, False)
     assert body is not None
     import json
 

@@ -421,7 +421,7 @@ def processing_rows(emulator: Emulator) -> list[str]:
     return [
         run_id
         for run_id in emulator.run_ids("test-key")
-        if b'"status":"processing"' in (emulator._render_run("test-key", run_id, False) or b"")
+        if b'"status":"processing"' in (emulator.render_run("test-key", run_id, False) or b"")
     ]
 
 
