@@ -139,7 +139,7 @@ def small_run_body() -> bytes:
 
     emulator = Emulator(api_keys=("bench-key",))
     run_id = emulator.create_run("bench-key", durations=[1e9])
-    body = emulator._render_run("bench-key", run_id, False)
+    body = emulator.render_run("bench-key", run_id, False)
     assert body is not None
     json.loads(body)  # a real run body
     return body

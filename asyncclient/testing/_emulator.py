@@ -471,8 +471,6 @@ class Emulator:
             return None if example is None else example[include_events]
         return run.render_get(self.clock(), include_events)
 
-    _render_run = render_run  # the name tests and benchmarks outside the package still call
-
     def live_tasks(self, api_key: str, now: float) -> tuple[int, int]:
         """Count a key's unfinished tasks.
 
