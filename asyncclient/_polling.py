@@ -64,6 +64,8 @@ logger = logging.getLogger("asyncclient")
 
 HARVEST_PARALLEL = 4
 """Stretches of the list a watch reads side by side when it reads finished runs from pages."""
+_BACKLOG_RECHECK = 0.001
+"""The shortest wait before the scan loop looks at a backlog of GETs again (seconds)."""
 
 FetchRun = Callable[[str, bool], Awaitable[Run]]
 """``fetch_run(run_id, include_events) -> Run``."""
@@ -584,8 +586,11 @@ class Watcher(AsyncContextManagerMixin):
                 continue
             backlog = scanner.backlog_seconds(self._active.values(), now)
             if backlog > 0:
-                # Look again soon: the estimate firms up as GETs answer.
-                scanner.next_at = now + min(backlog, scaled(self.policy.initial_delay))
+                # Look again soon: the estimate firms up as GETs answer. Never sooner than a
+                # millisecond: a backlog shorter than the time this check takes would otherwise
+                # make the loop spin without ever letting the workers send those GETs.
+                recheck = min(backlog, scaled(self.policy.initial_delay))
+                scanner.next_at = now + max(recheck, _BACKLOG_RECHECK)
                 continue
             scanner.tick(now)
             due_gets = scanner.replaceable_gets(self._active.values(), scanner.next_at, now=now)

@@ -15,6 +15,7 @@ import random
 from collections.abc import Callable, Container, Iterable
 
 import anyio
+import anyio.lowlevel
 
 from ._config import PollPolicy
 from ._constants import LIST_PAGE_MAX
@@ -169,6 +170,7 @@ class Scanner:
         while True:
             delay = self.next_at - self._now()
             if delay <= 0:
+                await anyio.lowlevel.checkpoint()  # due already: still let the workers run
                 return
             if self._wakeup.is_set():
                 self._wakeup = anyio.Event()
