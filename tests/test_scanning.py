@@ -84,3 +84,19 @@ async def test_a_scan_replaces_only_the_gets_of_runs_likely_processing(client: C
     assert scanner.replaceable_gets(runs, until=2.0, now=1.0) == 0.0
     two_workers = Scanner(client._fetch_page, PollPolicy(max_in_flight=2), anyio.current_time)
     assert two_workers.replaceable_gets(runs, until=2.0, now=1.0) == 1.5
+
+
+async def test_a_scan_already_due_still_lets_the_other_tasks_run(client: Client) -> None:
+    """Waiting for a scan that is due already yields, so a loop of checks cannot starve GETs."""
+    scanner = scanner_of(client)
+    scanner.next_at = -math.inf
+    others_ran = 0
+
+    async def other() -> None:
+        nonlocal others_ran
+        others_ran += 1
+
+    async with anyio.create_task_group() as task_group:
+        task_group.start_soon(other)
+        await scanner.wait_until_due()  # returns at once, but through the event loop
+        assert others_ran == 1
