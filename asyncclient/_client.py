@@ -364,9 +364,12 @@ class Client(AsyncContextManagerMixin):
         Raises:
             ValueError: an argument is out of range (raised here, before any request).
         """
-        start_soon = self._task_group.start_soon if self._task_group is not None else None
         return RunIterator(
-            self._fetch_page, status=status, page_size=page_size, limit=limit, start_soon=start_soon
+            self._fetch_page,
+            status=status,
+            page_size=page_size,
+            limit=limit,
+            task_group=self._task_group,
         )
 
     def watch(

@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from contextlib import suppress
+from dataclasses import dataclass, replace
 
 import anyio
+import anyio.abc
 
 from ._constants import LIST_PAGE_MAX
 from ._exceptions import WalkStalledError
@@ -45,10 +47,65 @@ def _created(run: Run) -> float:
     return created.timestamp() if created is not None else _MIN_TIME
 
 
+@dataclass(frozen=True)
+class _Anchor:
+    """Where the walk stands: the last run it yielded, and where in the list it expects it.
+
+    A value, replaced whenever the walk moves (:meth:`moved_to`) or re-estimates where the anchor
+    now sits (:meth:`expected_at`). Before the first page there is no anchor run (``id`` is
+    ``None``) and ``position`` is where the first page is read.
+
+    Attributes:
+        id: the last run yielded (``None`` before the first page).
+        time: that run's place in the newest-first order (:func:`_created`).
+        position: the offset the walk expects it at.
+        same_time_ids: the runs already yielded that share ``time`` (ties are told apart by id).
+    """
+
+    id: str | None
+    time: float
+    position: int
+    same_time_ids: frozenset[str] = frozenset()
+
+    def continues(self, rows: list[Run], skip: int) -> bool:
+        """Whether a page read at ``skip`` provably continues the walk from this anchor.
+
+        It does when it was read from the top, when its first row is newer than the anchor (the
+        anchor is on it or below it), or when it holds the anchor itself.
+        """
+        if skip == 0:
+            return True
+        if not rows:
+            return False
+        if _created(rows[0]) > self.time:
+            return True
+        return any(row.id == self.id for row in rows)
+
+    def is_before(self, row: Run) -> bool:
+        """Whether ``row`` comes after the anchor in the walk (older, or a tie not yet seen)."""
+        created = _created(row)
+        return created < self.time or (created == self.time and row.id not in self.same_time_ids)
+
+    def moved_to(self, last: Run, position: int, batch: list[Run]) -> _Anchor:
+        """The anchor after yielding ``batch``, whose last row ``last`` sits at ``position``."""
+        last_time = _created(last)
+        same = self.same_time_ids if last_time == self.time else frozenset()
+        same = same.union(run.id for run in batch if _created(run) == last_time)
+        return _Anchor(last.id, last_time, position, same | {last.id})
+
+    def expected_at(self, position: int) -> _Anchor:
+        """The same anchor, expected at another offset."""
+        return replace(self, position=position)
+
+
 class Walk:
     """The anchor-following page walk; one batch of never-seen runs per call.
 
-    Used by :class:`RunIterator`, and by the poller and the harvest for their list scans.
+    Used by :class:`RunIterator`, and by the poller and the harvest for their list scans. Its
+    state is the :class:`_Anchor` and two estimates of how the list moves under it: ``_drift``
+    (how far the list's total moved between the last two reads, which pushes the anchor down by
+    as much) and ``_margin`` (how many rows above the anchor a read starts, widened each time the
+    anchor turns up further from where it was expected).
     """
 
     # Re-reads in a row that may find nothing new before the walk gives up.
@@ -60,12 +117,8 @@ class Walk:
         self._fetch_page = fetch_page
         self._status = status
         self._page_size = page_size
-        # Where the first page is read; a walk that starts further down anchors there.
-        self._start = start
-        self._anchor_id: str | None = None
-        self._anchor_time = _MIN_TIME
-        self._anchor_pos = start
-        self._same_time_ids: set[str] = set()
+        # A walk that starts further down reads its first page there.
+        self._anchor = _Anchor(None, _MIN_TIME, start)
         self._margin = 1
         self._last_total: int | None = None
         self._drift = 0
@@ -90,7 +143,7 @@ class Walk:
     @property
     def position(self) -> int:
         """The offset of the last run yielded, as of the last page read (the start before)."""
-        return self._anchor_pos
+        return self._anchor.position
 
     async def next_batch(self) -> list[Run]:
         """The next runs of the walk (empty only when the walk is over)."""
@@ -102,19 +155,20 @@ class Walk:
                     f"({stalled} reads in a row found nothing new)"
                 )
             stalled += 1
-            if self._anchor_id is None:
-                skip = self._start
+            anchor = self._anchor
+            if anchor.id is None:
+                skip = anchor.position
                 page = await self._fetch(skip)
                 rows = page.runs
                 batch = list(rows)
             else:
-                skip = max(0, self._anchor_pos + self._drift - self._margin)
+                skip = max(0, anchor.position + self._drift - self._margin)
                 page = await self._fetch(skip)
                 rows = page.runs
-                if not self._continues_walk(rows, skip):
+                if not anchor.continues(rows, skip):
                     # Runs vanished above the anchor: read again from further up.
                     back = max(self._margin * 2, self._page_size // 2, -self._drift)
-                    self._anchor_pos = max(0, skip - back)
+                    self._anchor = anchor.expected_at(max(0, skip - back))
                     self._drift = 0
                     self._margin = min(self._page_size // 2, max(1, self._margin * 2))
                     continue
@@ -125,75 +179,72 @@ class Walk:
             # Reaching the end of the list: every run after the anchor is on this page.
             if len(rows) < self._page_size or not page.has_more:
                 self.done = True
-            if batch or self._anchor_id is None:
-                self._move_anchor(rows[-1], skip + len(rows) - 1, batch)
-            elif _created(rows[-1]) >= self._anchor_time:
+            if batch or anchor.id is None:
+                self._anchor = anchor.moved_to(rows[-1], skip + len(rows) - 1, batch)
+            elif _created(rows[-1]) >= anchor.time:
                 # The whole page is newer than the anchor: runs arrived at the head; go down.
-                self._anchor_pos = skip + len(rows) - 1 + self._margin
+                self._anchor = anchor.expected_at(skip + len(rows) - 1 + self._margin)
                 self._drift = max(self._drift, 0)
             if batch or self.done:
                 return batch
         return []
 
-    def _continues_walk(self, rows: list[Run], skip: int) -> bool:
-        if skip == 0:
-            return True
-        if not rows:
-            return False
-        if _created(rows[0]) > self._anchor_time:
-            return True
-        return any(row.id == self._anchor_id for row in rows)
-
     def _after_anchor(self, rows: list[Run], skip: int) -> list[Run]:
-        anchor_time = self._anchor_time
-        seen_same_time = self._same_time_ids
+        """The rows of a page read at ``skip`` that come after the anchor; widens the margin."""
+        anchor = self._anchor
         batch: list[Run] = []
         for index, row in enumerate(rows):
-            created = _created(row)
-            if created < anchor_time or (created == anchor_time and row.id not in seen_same_time):
+            if anchor.is_before(row):
                 batch.append(row)
-            elif row.id == self._anchor_id:
+            elif row.id == anchor.id:
                 # Where the anchor really was tells how far the list moved; widen the overlap.
-                shift = (self._anchor_pos + self._drift - skip) - index
+                shift = (anchor.position + self._drift - skip) - index
                 self._margin = min(self._page_size // 2, max(1, abs(shift) + 1))
         return batch
 
-    def _move_anchor(self, last: Run, position: int, batch: list[Run]) -> None:
-        last_time = _created(last)
-        if last_time != self._anchor_time:
-            self._same_time_ids = set()
-        self._same_time_ids.update(run.id for run in batch if _created(run) == last_time)
-        self._same_time_ids.add(last.id)
-        self._anchor_id = last.id
-        self._anchor_time = last_time
-        self._anchor_pos = position
-
 
 class _Prefetch:
-    """One page batch fetched in the background, cancellable from the iterator."""
+    """One batch of the walk fetched in the background: a task and a one-slot stream.
+
+    :meth:`run` (the task, started in the client's task group) sends the batch, or the error it
+    met, into a stream of one slot; :meth:`result` receives it. :meth:`cancel` cancels the task,
+    whether it has started or not, and closes the receiving end, so nothing waits on it.
+    """
 
     def __init__(self) -> None:
-        self.finished = anyio.Event()
-        self.scope: anyio.CancelScope | None = None
-        self.abandoned = False
-        self.result: list[Run] | None = None
-        self.error: Exception | None = None
+        self._send, self._receive = anyio.create_memory_object_stream[list[Run] | Exception](1)
+        self._scope = anyio.CancelScope()
 
     async def run(self, walk: Walk) -> None:
-        with anyio.CancelScope() as scope:
-            self.scope = scope
-            if self.abandoned:
-                scope.cancel()
+        """The background task: one batch of ``walk`` (or its error) into the stream."""
+        with self._send, self._scope:
             try:
-                self.result = await walk.next_batch()
+                outcome: list[Run] | Exception = await walk.next_batch()
             except Exception as exc:  # handed to the consumer, which re-raises it
-                self.error = exc
-        self.finished.set()
+                outcome = exc
+            with suppress(anyio.BrokenResourceError):  # the consumer left (cancel)
+                self._send.send_nowait(outcome)
+
+    async def result(self) -> list[Run]:
+        """Wait for the batch; raise the error the fetch met, if it met one."""
+        with self._receive:
+            try:
+                outcome = await self._receive.receive()
+            except anyio.EndOfStream:  # cancelled from outside before it fetched anything
+                return []
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
 
     def cancel(self) -> None:
-        self.abandoned = True
-        if self.scope is not None:
-            self.scope.cancel()
+        """Cancel the fetch (started or not) and stop listening for it."""
+        self._scope.cancel()
+        self._receive.close()
+
+    def close(self) -> None:
+        """Release both ends when the task was never started."""
+        self._send.close()
+        self._receive.close()
 
 
 class RunIterator:
@@ -216,7 +267,7 @@ class RunIterator:
         status: str | None = None,
         page_size: int = LIST_PAGE_MAX,
         limit: int | None = None,
-        start_soon: Callable[..., Any] | None = None,
+        task_group: anyio.abc.TaskGroup | None = None,
     ) -> None:
         self._prefetch: _Prefetch | None = None
         self._status = validate_status_filter(status)
@@ -225,7 +276,7 @@ class RunIterator:
             check_int("limit", limit, ge=0)
         self._walk = Walk(fetch_page, status=self._status, page_size=page_size)
         self._remaining = limit
-        self._start_soon = start_soon
+        self._task_group = task_group
         self._buffer: list[Run] = []
         self._index = 0
         self._closed = False
@@ -266,10 +317,7 @@ class RunIterator:
             return None
         if self._prefetch is not None:
             prefetch, self._prefetch = self._prefetch, None
-            await prefetch.finished.wait()
-            if prefetch.error is not None:
-                raise prefetch.error
-            batch = prefetch.result or []
+            batch = await prefetch.result()
         elif self._walk.done:
             batch = []
         else:
@@ -280,9 +328,14 @@ class RunIterator:
         if not batch and self._walk.done:
             await self.aclose()
             return None
-        if not self._walk.done and self._remaining != 0 and self._start_soon is not None:
-            self._prefetch = _Prefetch()
-            self._start_soon(self._prefetch.run, self._walk)
+        if not self._walk.done and self._remaining != 0 and self._task_group is not None:
+            prefetch = _Prefetch()
+            try:
+                self._task_group.start_soon(prefetch.run, self._walk)
+            except RuntimeError:  # the client's task group has ended: read the next page inline
+                prefetch.close()
+            else:
+                self._prefetch = prefetch
         return batch
 
     async def aclose(self) -> None:

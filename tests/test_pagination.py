@@ -10,8 +10,8 @@ import anyio
 import pytest
 from aiohttp import web
 
-from asyncclient import Client, Run
-from asyncclient.testing import Emulator, EmulatorServer, ManualClock
+from asyncclient import BadRequestError, Client, Run
+from asyncclient.testing import Emulator, EmulatorServer, Fault, ManualClock
 
 pytestmark = pytest.mark.anyio
 
@@ -249,6 +249,42 @@ async def test_cancelling_a_walk_leaves_nothing_running(
                 scope.cancel()
     assert scope.cancelled_caught
     assert (await client.list_runs(limit=1)).total == 400
+
+
+async def test_a_failed_prefetch_raises_in_the_loop_that_awaits_it(
+    client: Client, emulator: Emulator, clock: ManualClock
+) -> None:
+    """The error the background page fetch met is raised where the next page is awaited."""
+    make_history(emulator, clock, 300)
+    iterator = client.iter_runs(page_size=100)
+    first_page = [await iterator.__anext__()]
+    # The prefetch of page two is scheduled, not yet sent (nothing awaited since): it meets this.
+    emulator.faults.add(Fault("status", status=400, code="BAD_REQUEST", route="list", times=1))
+    first_page += [await iterator.__anext__() for _ in range(99)]
+    with pytest.raises(BadRequestError):
+        await iterator.__anext__()
+    assert len({run.id for run in first_page}) == 100
+    await iterator.aclose()
+
+
+async def test_a_walk_that_outlives_its_client_ends_with_a_clear_error(
+    server: EmulatorServer, emulator: Emulator, clock: ManualClock
+) -> None:
+    """Iterating on after ``async with Client()`` ended: the rows held, then "client is closed"."""
+    make_history(emulator, clock, 300)
+    async with Client(server.api_key, base_url=server.base_url) as client:
+        iterator = client.iter_runs(page_size=100)
+        first = await iterator.__anext__()  # the prefetch of page two is under way
+    held = [first]
+
+    async def drain() -> None:
+        async for run in iterator:
+            held.append(run)
+
+    with anyio.fail_after(5), pytest.raises(RuntimeError, match="client is closed"):
+        await drain()
+    assert len(held) >= 100  # page one, and page two if its prefetch came back in time
+    assert len({run.id for run in held}) == len(held)
 
 
 @pytest.mark.parametrize(
