@@ -49,7 +49,7 @@ from ._exceptions import PredevError
 from ._models import Run
 from ._pagination import FetchPage, Walk
 
-__all__ = ["Harvest", "id_time", "is_complete"]
+__all__ = ["Harvest", "id_time", "is_complete", "minted_since"]
 
 MIN_RUNS = 2
 """Fewer wanted runs than this are cheaper to GET than to look for."""
@@ -80,6 +80,18 @@ def id_time(run_id: str) -> int:
         The seconds (a hint only: nothing guarantees the id was minted when the run was).
     """
     return int(run_id[:8], 16)
+
+
+def minted_since(run_ids: Iterable[str], since: float) -> bool:
+    """Whether every id says it was minted at ``since`` or later (wall-clock seconds).
+
+    :data:`HINT_SLACK` allows for the server's clock running behind ours. The watch uses it to
+    tell runs submitted during the watch (which list scans take in) from older ones (which may
+    have finished and are worth a look in the list). A lying id only moves a run from one way of
+    being found to the other.
+    """
+    earliest = since - HINT_SLACK
+    return all(id_time(run_id) >= earliest for run_id in run_ids)
 
 
 def is_complete(row: Run) -> bool:

@@ -15,7 +15,7 @@ path that ends a run (finished, error, deadline) goes through that one step.
 Outages: every outcome feeds an :class:`~._outage.OutageTracker`; while it says the API is down,
 an :class:`~._probing.OutageProber` holds the runs and probes (see ``_probing``).
 
-Length: about 650 lines, a little over the house's 600, for one concern: the watch's own
+Length: about 660 lines, a little over the house's 600, for one concern: the watch's own
 bookkeeping (its records, the exactly-once delivery, and what the answer of a GET, a scan or a
 page does to a run). What stands alone (timing, scans and their cost rule, outages, the page
 harvest) lives in its own module; splitting the rest would hand the watcher's state to callbacks.
@@ -27,6 +27,7 @@ import asyncio
 import logging
 import math
 import random
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -48,7 +49,7 @@ from ._exceptions import (
     is_outage,
 )
 from ._harvest import MIN_RUNS as HARVEST_MIN_RUNS
-from ._harvest import Harvest
+from ._harvest import Harvest, minted_since
 from ._models import Run
 from ._outage import OutageTracker
 from ._pagination import FetchPage
@@ -152,6 +153,7 @@ class Watcher(AsyncContextManagerMixin):
             self._scanner = Scanner(fetch_page, self.policy, lambda: self._now())
         self._harvests = fetch_page is not None and self.policy.strategy != "per-run"
         self._harvesting = False
+        self._started_at = math.inf  # wall-clock seconds when the watch was entered
         self.harvest_requests = 0
         self.harvested = 0
         self.polls = 0
@@ -258,7 +260,14 @@ class Watcher(AsyncContextManagerMixin):
         self._seen.update(fresh)
         self._undelivered += len(fresh)
         batch = [Watched(run_id, now, deadline) for run_id in fresh]
-        if self._harvests and not self._harvesting and len(batch) >= HARVEST_MIN_RUNS:
+        if (
+            self._harvests
+            and not self._harvesting
+            and len(batch) >= HARVEST_MIN_RUNS
+            # While scans watch, runs just submitted are theirs (processing ones cost a scan
+            # nothing): a look per add() would read a page per batch and settle next to nothing.
+            and not (self._scans_watching and minted_since(fresh, self._started_at))
+        ):
             # Finished runs may be read from list pages, a hundred a request (see _harvest).
             self._harvesting = True
             assert self._task_group is not None
@@ -392,6 +401,7 @@ class Watcher(AsyncContextManagerMixin):
             self.policy.buffer_size
         )
         self._now = self._runs.now = asyncio.get_running_loop().time
+        self._started_at = time.time()  # the wall clock, as the ids' times are
         try:
             # Our own cancellation is absorbed on leaving; a failure of the watch is raised below.
             async with owned_task_group() as task_group:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from datetime import datetime, timezone
 
@@ -18,7 +19,7 @@ from asyncclient import (
     RunUpdate,
     WatchTimeoutError,
 )
-from asyncclient._harvest import Harvest, id_time, is_complete
+from asyncclient._harvest import Harvest, id_time, is_complete, minted_since
 from asyncclient._models import Run
 from asyncclient.testing import Emulator, EmulatorServer, Fault, ManualClock
 
@@ -360,6 +361,47 @@ async def test_runs_added_later_are_harvested_too(client: Client, emulator: Emul
     assert {u.run_id for u in updates} == {ids[0], *ids[100:400]}
     assert emulator.requests_by_route["get"] <= 1
     assert watcher.harvested == 300
+
+
+def test_minted_since_reads_the_ids_times_with_the_hints_slack(emulator: Emulator) -> None:
+    """A batch is "minted since" only when every id is, allowing the server's clock 5 s behind."""
+    since = 1_800_000_000.0
+    new = [emulator.create_run(id_time=since + 1), emulator.create_run(id_time=since - 4)]
+    old = emulator.create_run(id_time=since - 60)
+    assert minted_since(new, since)
+    assert not minted_since([*new, old], since)
+    assert not minted_since([old], since)
+
+
+async def test_new_runs_added_while_scans_watch_are_left_to_the_scans(
+    client: Client, emulator: Emulator, clock: ManualClock
+) -> None:
+    """Submissions added mid-watch (ids minted after it began) cost no list look of their own.
+
+    The scans take them in; a batch of old finished runs added beside them is still harvested.
+    """
+    watched = [emulator.create_run(durations=[30.0]) for _ in range(20)]
+    async with client.watch(watched, policy=fast(strategy="list")) as watcher:
+        with anyio.fail_after(10):
+            while watcher.scans < 1:
+                await anyio.sleep(0.001)
+        looks = watcher.harvest_requests
+        born = int(time.time()) + 1  # as a run submitted now would be stamped
+        added: list[str] = []
+        for _ in range(5):
+            batch = [emulator.create_run(durations=[30.0], id_time=born) for _ in range(3)]
+            assert watcher.add(batch) == 3
+            added += batch
+            await anyio.sleep(0.005)
+        assert watcher.harvest_requests == looks, "a list look for runs just submitted"
+        old = history(emulator, 200)[::2]
+        watcher.add(old)
+        clock.advance(60.0)  # every processing run finishes
+        updates = [update async for update in watcher]
+    assert Counter(u.run_id for u in updates) == Counter([*watched, *added, *old])
+    assert all(update.ok for update in updates)
+    assert watcher.harvest_requests > looks
+    assert watcher.harvested >= len(old) // 2
 
 
 async def test_per_run_strategy_never_reads_the_list(client: Client, emulator: Emulator) -> None:
