@@ -443,8 +443,10 @@ class Watcher(AsyncContextManagerMixin):
 
     async def _worker(self) -> None:
         """One of ``max_in_flight`` workers: poll due runs, one at a time."""
+        runs = self._runs
         while True:
-            watched = await self._runs.next_due()
+            # A run already due is taken without creating a coroutine to wait for one.
+            watched = runs.take_due() or await runs.next_due()
             watched.in_flight = True
             try:
                 await self._poll(watched)
@@ -528,7 +530,8 @@ class Watcher(AsyncContextManagerMixin):
                 error=WatchTimeoutError(watched.run_id, "still processing at its deadline"),
             )
             return
-        await self._maybe_progress(watched, run)
+        if self._progress:
+            await self._maybe_progress(watched, run)
         watched.likely_processing = 1.0
         self._reschedule(watched, now)
 

@@ -1,10 +1,11 @@
 """When a watch polls each run: one heap of due runs and one timer, not a sleeping task per run.
 
-Every watched run is a small :class:`Watched` record in a heap keyed by when it is next due. A fixed
-pool of workers (the in-flight limit) takes due runs straight from the heap
-(:meth:`RunSchedule.next_due`); when none is due they wait, and a timer task
-(:meth:`RunSchedule.timer`) wakes one of them when the earliest run falls due. What a poll does
-with its run is the poller's business (``_polling``); this module only knows when.
+Every watched run is a small :class:`Watched` record in a heap keyed by when it is next due. A
+fixed pool of workers (the in-flight limit) takes due runs straight from the heap
+(:meth:`RunSchedule.take_due`, or :meth:`RunSchedule.next_due` to wait for one); when none is due
+they wait, and a timer task (:meth:`RunSchedule.timer`) wakes one of them when the earliest run
+falls due. What a poll does with its run is the poller's business (``_polling``); this module
+only knows when.
 """
 
 from __future__ import annotations
@@ -134,21 +135,28 @@ class RunSchedule:
                 return watched
         return None
 
+    def take_due(self) -> Watched | None:
+        """The next due run if one is due now, else ``None``: a worker's fast path, no await.
+
+        When more is due than this worker can take, it wakes an idle one.
+        """
+        watched = self._pop_due()
+        if watched is not None:
+            heap = self._heap
+            if self._idle and heap and heap[0][0] <= self.now():
+                self._idle.popleft().set()
+        return watched
+
     async def next_due(self) -> Watched:
         """A worker's wait: the next due run, once one is due."""
-        heap = self._heap
-        idle = self._idle
         while True:
-            watched = self._pop_due()
-            if watched is None:
-                woken = anyio.Event()
-                idle.append(woken)
-                self._wakeup.set()  # the timer may now have a worker to hand the next run to
-                await woken.wait()
-                continue
-            if idle and heap and heap[0][0] <= self.now():
-                idle.popleft().set()  # more is due than this worker can take: wake another
-            return watched
+            watched = self.take_due()
+            if watched is not None:
+                return watched
+            woken = anyio.Event()
+            self._idle.append(woken)
+            self._wakeup.set()  # the timer may now have a worker to hand the next run to
+            await woken.wait()
 
     async def timer(self) -> None:
         """The timer task: when the earliest run falls due, wake one idle worker to take it."""

@@ -1,12 +1,13 @@
-"""The watch's timer waits in whole milliseconds: it never spins on uvloop's millisecond clock."""
+"""The watch's schedule: due runs handed out in order, and a timer that never spins on uvloop."""
 
 from __future__ import annotations
 
 import math
 
+import anyio
 import pytest
 
-from asyncclient._scheduling import timer_wait
+from asyncclient._scheduling import RunSchedule, Watched, timer_wait
 
 
 @pytest.mark.parametrize(
@@ -35,3 +36,56 @@ def test_timer_wait_ends_on_the_first_millisecond_tick_after_the_due_time(delay:
 def test_timer_wait_for_parked_runs_is_unbounded() -> None:
     """With only parked runs (list scans watch them) the timer waits without a deadline."""
     assert timer_wait(math.inf) == math.inf
+
+
+class _Clock:
+    """A settable clock for the schedule."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_take_due_hands_out_due_runs_only_and_skips_stale_entries() -> None:
+    """``take_due`` never waits: a due run, in due order, or ``None``; stale entries are dropped."""
+    clock = _Clock()
+    schedule = RunSchedule(clock)
+    early, late, gone, busy = (Watched(name, 0.0, math.inf) for name in "abcd")
+    schedule.put(late, 2.0)
+    schedule.put(early, 1.0)
+    schedule.put(gone, 0.5)
+    schedule.put(busy, 0.5)
+    gone.delivered = True
+    busy.in_flight = True
+    assert schedule.take_due() is None  # nothing due at 0
+    clock.now = 1.0
+    assert schedule.take_due() is early  # delivered and in-flight entries were skipped
+    assert schedule.take_due() is None
+    schedule.put(late, 3.0)  # re-scheduled: its entry at 2.0 is stale
+    clock.now = 2.5
+    assert schedule.take_due() is None
+    clock.now = 3.0
+    assert schedule.take_due() is late
+
+
+@pytest.mark.anyio
+async def test_take_due_wakes_an_idle_worker_when_more_is_due() -> None:
+    """A worker taking one of two due runs wakes a waiting worker for the other."""
+    clock = _Clock()
+    schedule = RunSchedule(clock)
+    taken: list[Watched] = []
+    async with anyio.create_task_group() as task_group:
+
+        async def worker() -> None:
+            taken.append(await schedule.next_due())
+
+        task_group.start_soon(worker)
+        await anyio.wait_all_tasks_blocked()  # the worker waits: nothing is due
+        first, second = Watched("a", 0.0, math.inf), Watched("b", 0.0, math.inf)
+        schedule.put(first, 0.0)
+        schedule.put(second, 0.0)
+        assert schedule.take_due() is first  # and it wakes the waiting worker for the second
+        await anyio.wait_all_tasks_blocked()
+        assert taken == [second]  # (if it were not woken, the failure cancels it)
