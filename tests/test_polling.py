@@ -27,7 +27,9 @@ from asyncclient._config import PollStrategy
 from asyncclient._polling import HARVEST_PARALLEL
 from asyncclient.testing import Emulator, EmulatorServer, ManualClock, set_testing
 
-pytestmark = pytest.mark.anyio
+# Virtual time (tests/_virtual_time.py): the races between scans, GETs, ticks and deadlines
+# come out the same however loaded the machine is.
+pytestmark = [pytest.mark.anyio, pytest.mark.virtual_time]
 
 STRATEGY: PollStrategy = "per-run"
 
@@ -524,7 +526,6 @@ async def test_the_testing_switch_shortens_the_poll_schedule_not_the_logic(
     assert completed == [0, 1, 2, 3]
 
 
-@pytest.mark.virtual_time  # the grace is measured exactly
 async def test_the_testing_switch_shortens_the_404_grace(client: Client) -> None:
     """Under ``set_testing``, the 10 s grace for a new id that answers 404 lasts 10 ms."""
     grace = PollPolicy().not_found_grace

@@ -34,7 +34,9 @@ from asyncclient import (
 )
 from asyncclient.testing import Emulator, EmulatorServer, ManualClock, TaskPlan, serve
 
-pytestmark = pytest.mark.anyio
+# Virtual time (tests/_virtual_time.py): waits, ticks and deadlines come out the same however
+# loaded the machine is.
+pytestmark = [pytest.mark.anyio, pytest.mark.virtual_time]
 
 SUBMIT_RETRY = RetryPolicy(
     max_retries=2, initial_delay=0.001, max_delay=0.005, max_retry_after=0.01
