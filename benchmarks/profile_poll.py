@@ -14,6 +14,10 @@ the same C workers polling through aiohttp bare, aiohttp with the client's reque
 client's transport (``Transport.get``), ``Client._fetch_run`` (transport + decode) and the watch,
 alternating, and prints the client CPU per poll of each; the differences between rungs are what
 each layer costs. It uses private names on purpose: it is a diagnostic, not a benchmark.
+
+``python benchmarks/profile_poll.py pair --reps 12`` alternates a few rungs of that ladder
+(default: bare aiohttp, ``Client._fetch_run``, the watch) in 1 s samples and reports the paired
+ratio of the last to the first, the steadiest figure this machine gives.
 """
 
 from __future__ import annotations
@@ -106,6 +110,25 @@ def ladder(server: Server, ids: Sequence[str], reps: int, interval: float) -> No
         previous = low
 
 
+def pair(server: Server, ids: Sequence[str], rungs: Sequence[str], reps: int) -> None:
+    """Two or more rungs, alternating in 1 s samples (the order reversed every other repetition).
+
+    Prints each rung's median and minimum client CPU per poll, and the median over repetitions of
+    the last rung's CPU per poll divided by the first's, measured in the same repetition: on a
+    noisy machine the pairing cancels what drifts between repetitions.
+    """
+    cpu: dict[str, list[float]] = {name: [] for name in rungs}
+    for rep in range(reps):
+        for name in rungs if rep % 2 == 0 else list(reversed(rungs)):
+            sample = asyncio.run(_LADDER[name](server, ids, CONCURRENCY, 0.3, 1.0))
+            cpu[name].append(sample.cpu_per_1k * 1000)  # µs per poll
+    for name in rungs:
+        print(f"{name:30} median {median(cpu[name]):6.1f} µs  min {min(cpu[name]):6.1f} µs")
+    first, last = cpu[rungs[0]], cpu[rungs[-1]]
+    ratios = [b / a for a, b in zip(first, last, strict=True)]
+    print(f"paired ratio, {rungs[-1]!r} ÷ {rungs[0]!r}: median {median(ratios):.3f}")
+
+
 async def _walks(server: Server, seconds: float) -> int:
     walked = 0
     stop_at = time.perf_counter() + seconds
@@ -118,8 +141,17 @@ async def _walks(server: Server, seconds: float) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("contender", choices=("ours", "bare", "json", "iter_runs", "ladder"))
-    parser.add_argument("--reps", type=int, default=5, help="ladder: repetitions")
+    parser.add_argument(
+        "contender", choices=("ours", "bare", "json", "iter_runs", "ladder", "pair")
+    )
+    parser.add_argument("--reps", type=int, default=5, help="ladder, pair: repetitions")
+    parser.add_argument(
+        "--rungs",
+        nargs="+",
+        choices=list(_LADDER),
+        default=["1 aiohttp bare", "4 Client._fetch_run", "5 watch"],
+        help="pair: the rungs to alternate (the ratio is the last ÷ the first)",
+    )
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--runs", type=int, default=1_000)
     parser.add_argument("--pyinstrument", action="store_true", help="profile in process")
@@ -139,6 +171,10 @@ def main() -> None:
             profiler.start()
         if args.contender == "ladder":
             ladder(server, ids, args.reps, args.seconds / 5)
+        elif args.contender == "pair":
+            if len(args.rungs) < 2:
+                parser.error("pair needs two rungs or more")
+            pair(server, ids, args.rungs, args.reps)
         elif args.contender == "iter_runs":
             print(f"walked {asyncio.run(_walks(server, args.seconds)):,} runs")
         else:
