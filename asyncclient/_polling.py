@@ -15,7 +15,7 @@ path that ends a run (finished, error, deadline) goes through that one step.
 Outages: every outcome feeds an :class:`~._outage.OutageTracker`; while it says the API is down,
 an :class:`~._probing.OutageProber` holds the runs and probes (see ``_probing``).
 
-Length: about 660 lines, a little over the house's 600, for one concern: the watch's own
+Length: a little over the house's 600 lines, for one concern: the watch's own
 bookkeeping (its records, the exactly-once delivery, and what the answer of a GET, a scan or a
 page does to a run). What stands alone (timing, scans and their cost rule, outages, the page
 harvest) lives in its own module; splitting the rest would hand the watcher's state to callbacks.

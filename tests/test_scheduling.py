@@ -8,6 +8,7 @@ import anyio
 import pytest
 
 from asyncclient._scheduling import RunSchedule, Watched, timer_wait
+from asyncclient.testing import ManualClock
 
 
 @pytest.mark.parametrize(
@@ -38,19 +39,9 @@ def test_timer_wait_for_parked_runs_is_unbounded() -> None:
     assert timer_wait(math.inf) == math.inf
 
 
-class _Clock:
-    """A settable clock for the schedule."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_take_due_hands_out_due_runs_only_and_skips_stale_entries() -> None:
     """``take_due`` never waits: a due run, in due order, or ``None``; stale entries are dropped."""
-    clock = _Clock()
+    clock = ManualClock(start=0.0)
     schedule = RunSchedule(clock)
     early, late, gone, busy = (Watched(name, 0.0, math.inf) for name in "abcd")
     schedule.put(late, 2.0)
@@ -60,21 +51,20 @@ def test_take_due_hands_out_due_runs_only_and_skips_stale_entries() -> None:
     gone.delivered = True
     busy.in_flight = True
     assert schedule.take_due() is None  # nothing due at 0
-    clock.now = 1.0
+    clock.advance(1.0)
     assert schedule.take_due() is early  # delivered and in-flight entries were skipped
     assert schedule.take_due() is None
     schedule.put(late, 3.0)  # re-scheduled: its entry at 2.0 is stale
-    clock.now = 2.5
+    clock.advance(1.5)  # 2.5
     assert schedule.take_due() is None
-    clock.now = 3.0
+    clock.advance(0.5)  # 3.0
     assert schedule.take_due() is late
 
 
 @pytest.mark.anyio
 async def test_take_due_wakes_an_idle_worker_when_more_is_due() -> None:
     """A worker taking one of two due runs wakes a waiting worker for the other."""
-    clock = _Clock()
-    schedule = RunSchedule(clock)
+    schedule = RunSchedule(ManualClock(start=0.0))
     taken: list[Watched] = []
     async with anyio.create_task_group() as task_group:
 
